@@ -1,0 +1,54 @@
+"""The Dask cluster a job runs on: a scheduler address, or an embedded LocalCluster.
+
+The embedded cluster has one single-threaded worker per CPU core, each with a memory limit
+of 512 MB (``daskavatar.cluster.memory-limit``) and Dask's default memory thresholds: the
+worker pauses at 80 % and its nanny restarts it at 95 %. The settings are read from the Dask
+config when the cluster is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+from distributed import Client, LocalCluster
+
+from daskavatar import config
+
+logger = logging.getLogger(__name__)
+
+
+def worker_environment() -> dict[str, str]:
+    """Environment of worker processes.
+
+    One malloc arena keeps freed memory reusable by the next task instead of leaving it
+    spread over per-thread arenas. XLA is kept to the worker's one core.
+    """
+    return {"MALLOC_ARENA_MAX": "1", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "1"}
+
+
+def start_local_cluster(*, n_workers=None, memory_limit=None, threads_per_worker=None,
+                        dashboard_address=None) -> LocalCluster:
+    """Start the embedded LocalCluster with worker processes (not threads)."""
+    n_workers = n_workers or config.get("cluster.n-workers") or os.cpu_count() or 1
+    memory_limit = memory_limit or config.get("cluster.memory-limit")
+    threads_per_worker = threads_per_worker or config.get("cluster.threads-per-worker")
+    dashboard_address = dashboard_address or config.get("cluster.dashboard-address")
+
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
+                           memory_limit=memory_limit, processes=True,
+                           dashboard_address=dashboard_address, env=worker_environment())
+    logger.info("Started a LocalCluster with %d workers of %s", n_workers, memory_limit)
+    return cluster
+
+
+@contextlib.contextmanager
+def connect(scheduler: str | None = None, **cluster_options):
+    """Yield a Client for ``scheduler``, or for a new LocalCluster closed afterwards."""
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    with start_local_cluster(**cluster_options) as cluster, Client(cluster) as client:
+        yield client

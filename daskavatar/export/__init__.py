@@ -1,0 +1,1 @@
+"""Mesh files and preview images of the avatars."""

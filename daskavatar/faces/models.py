@@ -1,0 +1,72 @@
+"""The dlib models, loaded once per worker process and released between stages.
+
+The 68-point shape predictor is the file shipped in the PyPI package
+``face-recognition-models``; it is trained on iBUG 300-W, whose licence excludes commercial
+use. Its ``__init__`` imports ``pkg_resources``, which setuptools 81 and later no longer
+provide, so the model file is located with ``importlib.util.find_spec`` without importing the
+package.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import importlib.util
+import logging
+import os
+
+from daskavatar.exceptions import DaskAvatarError
+
+logger = logging.getLogger(__name__)
+
+SHAPE_PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
+
+
+def model_path(filename: str) -> str:
+    """Return the path of a model file shipped in ``face-recognition-models``."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise DaskAvatarError("the package face-recognition-models is not installed; "
+                              "run: pip install face-recognition-models")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "models", filename)
+    if not os.path.exists(path):
+        raise DaskAvatarError(f"model file {path} not found; reinstall face-recognition-models")
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def face_detector():
+    """Return dlib's HOG + linear SVM frontal face detector."""
+    import dlib
+    return dlib.get_frontal_face_detector()
+
+
+@functools.lru_cache(maxsize=1)
+def shape_predictor():
+    """Return dlib's 68-point shape predictor (about 100 MB in memory)."""
+    import dlib
+    logger.info("Loading the 68-point shape predictor")
+    return dlib.shape_predictor(model_path(SHAPE_PREDICTOR_FILE))
+
+
+def release_models() -> None:
+    """Drop the cached models and return freed heap memory to the operating system.
+
+    Called on every worker after the map stage, so the NeRF fits of the reduce stage start
+    with the predictor's memory returned.
+    """
+    face_detector.cache_clear()
+    shape_predictor.cache_clear()
+    trim_heap()
+
+
+def trim_heap() -> None:
+    """Return free glibc heap pages to the operating system (no-op elsewhere)."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return
+    try:
+        ctypes.CDLL(libc_name).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -1,0 +1,1 @@
+"""Input discovery, image decoding and the Zarr feature store."""

@@ -1,0 +1,55 @@
+"""Writing output files so that no reader ever sees a partial file.
+
+Local paths are written to a temporary name in the same folder and renamed over the
+target, which is atomic on POSIX filesystems. Object stores (``s3://``) get one whole-object
+put, which S3 makes visible atomically. A task that Dask re-runs overwrites its own files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import fsspec
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URL or path segments with ``/``."""
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def write_bytes(url: str, data: bytes, *, storage_options=None) -> None:
+    """Write ``data`` to ``url`` atomically, creating parent folders."""
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    if fs.protocol in ("file", "local") or "file" in fs.protocol:
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        temporary = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(temporary, "wb") as f:
+                f.write(data)
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+        return
+    fs.pipe_file(path, data)
+
+
+def write_json(url: str, value, *, storage_options=None) -> None:
+    """Write ``value`` as indented JSON to ``url`` atomically."""
+    write_bytes(url, json.dumps(value, indent=2, default=_to_builtin).encode("utf-8"),
+                storage_options=storage_options)
+
+
+def read_json(url: str, *, storage_options=None):
+    """Read a JSON file written by :func:`write_json`."""
+    with fsspec.open(url, "r", **(storage_options or {})) as f:
+        return json.load(f)
+
+
+def _to_builtin(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")

@@ -1,0 +1,1 @@
+"""Job specification, execution stages and reports."""

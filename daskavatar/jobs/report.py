@@ -1,0 +1,77 @@
+"""The job report: counts, timings, rejects by reason, per-identity results.
+
+Written to ``output_path/job.json`` and printed as a summary by the CLI.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+
+@dataclasses.dataclass
+class JobReport:
+    """Outcome of one job run."""
+
+    spec: dict
+    counts: dict
+    timings: dict
+    rejects_by_reason: dict
+    avatars: list
+    """One entry per identity: status, photos, training PSNR, mesh size, timings."""
+    images: list
+    """One entry per input image: identity, status, reason message, face count, pose."""
+    memory: dict
+    """Peak worker RSS in MiB per stage (process lifetime peak from getrusage)."""
+    worker_restarts: int
+
+    @classmethod
+    def build(cls, *, spec, faces, avatars, timings, worker_restarts) -> JobReport:
+        rejects = collections.Counter(f["status"] for f in faces if f["status"] != "ok")
+        avatars = sorted(avatars, key=lambda a: a["identity"])
+        counts = {
+            "images": len(faces),
+            "usable_faces": sum(f["status"] == "ok" for f in faces),
+            "rejected_images": sum(rejects.values()),
+            "multi_face_images": sum(f["face_count"] > 1 for f in faces),
+            "identities": len(avatars),
+            "avatars": sum(a["status"] == "ok" for a in avatars),
+            "failed_identities": sum(a["status"] == "failed" for a in avatars),
+            "skipped_identities": sum(a["status"] == "skipped" for a in avatars),
+        }
+        memory = {
+            "map_peak_rss_mib": max((f["worker_peak_rss_mib"] for f in faces), default=None),
+            "reduce_peak_rss_mib": max((a["worker_peak_rss_mib"] for a in avatars
+                                        if "worker_peak_rss_mib" in a), default=None),
+        }
+        return cls(spec=spec.to_dict(), counts=counts, timings=timings,
+                   rejects_by_reason=dict(sorted(rejects.items())), avatars=avatars,
+                   images=sorted(faces, key=lambda f: f["row"]), memory=memory,
+                   worker_restarts=worker_restarts)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        """Return a readable table of the avatars and the job's counts."""
+        lines = [f"{'identity':<24} {'status':<8} {'photos':>6} {'PSNR dB':>8} {'faces':>7} "
+                 f"{'seconds':>8}"]
+        for avatar in self.avatars:
+            psnr = avatar.get("train_psnr")
+            lines.append(
+                f"{avatar['identity'][:24]:<24} {avatar['status']:<8} "
+                f"{avatar['usable_photos']:>3}/{avatar['photos']:<2} "
+                f"{'' if psnr is None else f'{psnr:.2f}':>8} {avatar.get('mesh_faces', ''):>7} "
+                f"{avatar.get('seconds', ''):>8}")
+        counts = self.counts
+        lines.append("")
+        lines.append(f"{counts['images']} images, {counts['usable_faces']} usable faces, "
+                     f"{counts['rejected_images']} rejected, {counts['avatars']} avatars, "
+                     f"{counts['failed_identities']} failed identities")
+        if self.rejects_by_reason:
+            reasons = ", ".join(f"{k}: {v}" for k, v in self.rejects_by_reason.items())
+            lines.append(f"rejected by reason: {reasons}")
+        lines.append(f"peak worker memory: map {self.memory['map_peak_rss_mib']} MiB, "
+                     f"reduce {self.memory['reduce_peak_rss_mib']} MiB; "
+                     f"worker restarts: {self.worker_restarts}")
+        return "\n".join(lines)

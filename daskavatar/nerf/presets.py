@@ -1,0 +1,57 @@
+"""Named NeRF settings that a job selects with ``config.preset``.
+
+``paper`` follows the original NeRF (Mildenhall et al., ECCV 2020): an 8-layer MLP of width
+256 with the encoded position fed again at layer 4 (0-based layer 5 input), 10 frequencies
+for position and 4 for view direction, 64 stratified samples per ray. The batch is smaller
+than the paper's 4096 rays so a step fits a 512 MB CPU worker. ``small`` is a 4x64 MLP for
+demos and tests; it fits in seconds and gives coarse meshes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class NerfPreset:
+    """Network, sampling and optimiser settings of one NeRF preset."""
+
+    name: str
+    num_layers: int
+    """Hidden layers of the density MLP."""
+    width: int
+    """Units per hidden layer."""
+    skip_layer: int
+    """Index of the hidden layer whose input also receives the encoded position."""
+    num_pos_freqs: int
+    """Frequencies of the positional encoding of x."""
+    num_dir_freqs: int
+    """Frequencies of the positional encoding of the view direction."""
+    num_samples: int
+    """Stratified samples per ray."""
+    batch_rays: int
+    """Rays per optimisation step."""
+    chunk_rays: int
+    """Rays per gradient micro-batch; the step accumulates batch_rays / chunk_rays of them
+    so activation memory stays bounded by one chunk."""
+    render_rays: int
+    """Rays per call of the compiled renderer."""
+    query_points: int
+    """Points per call of the compiled field query (mesh extraction)."""
+    learning_rate: float
+    """Adam learning rate at the first step; decays exponentially to learning_rate_final."""
+    learning_rate_final: float
+    mesh_level: float
+    """Density (per world unit) at which marching cubes places the surface."""
+
+
+PRESETS = {
+    "paper": NerfPreset(name="paper", num_layers=8, width=256, skip_layer=4, num_pos_freqs=10,
+                        num_dir_freqs=4, num_samples=64, batch_rays=256, chunk_rays=16,
+                        render_rays=256, query_points=2048, learning_rate=5e-4,
+                        learning_rate_final=5e-5, mesh_level=10.0),
+    "small": NerfPreset(name="small", num_layers=4, width=64, skip_layer=2, num_pos_freqs=6,
+                        num_dir_freqs=2, num_samples=32, batch_rays=512, chunk_rays=128,
+                        render_rays=1024, query_points=8192, learning_rate=5e-3,
+                        learning_rate_final=5e-4, mesh_level=10.0),
+}

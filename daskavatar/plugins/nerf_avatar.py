@@ -1,0 +1,123 @@
+"""The reduce step of the ``NeRF_Avatar`` plugin: one 3D avatar per identity.
+
+For one identity it reads the usable rows of ``features.zarr``, masks each crop's
+background using its landmarks, fits a NeRF, renders a turntable preview, extracts a mesh
+by marching cubes and writes ``avatars/<identity>/{mesh.<fmt>, preview.png, report.json}``.
+``report.json`` is written last, so its presence means the other files are complete.
+The map stage that fills the store is in :mod:`daskavatar.faces.pipeline`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+import numpy as np
+
+from daskavatar.export.meshes import build_mesh, write_mesh
+from daskavatar.export.previews import png_bytes, tile_views
+from daskavatar.faces.align import face_mask
+from daskavatar.faces.pose import euler_angles
+from daskavatar.io.outputs import join, write_bytes, write_json
+from daskavatar.io.store import STATUS_OK, read_rows
+from daskavatar.jobs.memory import PeakMemory, rss_mib
+
+logger = logging.getLogger(__name__)
+
+PREVIEW_ANGLES = 40.0
+"""Half range in degrees of the turntable preview around the most frontal photo."""
+
+
+def avatar_folder(output_path: str, identity: str) -> str:
+    """Return the output folder of ``identity``, with unsafe characters replaced."""
+    return join(output_path, "avatars", safe_name(identity))
+
+
+def safe_name(identity: str) -> str:
+    """Return ``identity`` usable as one path segment on every filesystem and object store."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", identity).strip("._") or "unnamed"
+
+
+def build_avatar(identity: str, records: list[dict], *, store_url: str, output_path: str,
+                 config, compiled: dict | None, storage_options=None) -> dict:
+    """Fit, render and export the avatar of one identity; returns its report entry.
+
+    A failure of this identity is returned as ``status: failed`` with the error; it does not
+    fail the task, so the other identities of the partition go on.
+    """
+    start = time.perf_counter()
+    rows = sorted(r["row"] for r in records if r["status"] == "ok")
+    entry = {"identity": identity, "photos": len(records), "usable_photos": len(rows),
+             "folder": avatar_folder(output_path, identity)}
+    if not rows:
+        entry.update(status="skipped", reason="no_usable_photos",
+                     message=f"none of the {len(records)} photos of {identity!r} has a usable face")
+        return entry
+
+    logger.info("Fitting the avatar of %r from %d photos", identity, len(rows))
+    try:
+        with PeakMemory() as peak:
+            entry.update(_build(identity, rows, store_url=store_url, config=config,
+                                compiled=compiled, folder=entry["folder"],
+                                storage_options=storage_options))
+    except Exception as error:
+        logger.exception("The avatar of %r failed", identity)
+        entry.update(status="failed", reason=type(error).__name__, message=str(error))
+        return entry
+
+    entry["seconds"] = round(time.perf_counter() - start, 2)
+    entry["worker_peak_rss_mib"] = peak.mib
+    entry["worker_rss_after_mib"] = rss_mib()
+    write_json(join(entry["folder"], "report.json"), entry, storage_options=storage_options)
+    logger.info("Finished the avatar of %r: training PSNR %.2f dB in %.1f s", identity,
+                entry["train_psnr"], entry["seconds"])
+    return entry
+
+
+def _build(identity, rows, *, store_url, config, compiled, folder, storage_options) -> dict:
+    # JAX is imported here, in the reduce stage only, so map tasks do not pay its memory.
+    from daskavatar.nerf.mesh import extract_mesh
+    from daskavatar.nerf.presets import PRESETS
+    from daskavatar.nerf.programs import load_programs
+    from daskavatar.nerf.train import TrainingViews, fit_nerf, render_image
+    from daskavatar.nerf.rays import orbit_cameras
+
+    data = read_rows(store_url, rows, storage_options=storage_options)
+    if not np.all(data["status"] == STATUS_OK):
+        raise RuntimeError(f"features.zarr rows {rows} of {identity!r} are not all usable")
+    resolution = data["crops"].shape[1]
+    masks = np.stack([face_mask(points, resolution) for points in data["landmarks"]])
+    views = TrainingViews.from_crops(data["crops"], masks, data["c2w"], data["intrinsics"])
+
+    memory = {"before_mib": rss_mib()}
+    programs = load_programs(compiled, PRESETS[config.preset])
+    memory["programs_loaded_mib"] = rss_mib()
+    fit = fit_nerf(views, programs, max_iterations=config.max_iterations, seed=config.seed)
+
+    frontal = int(np.argmin([abs(euler_angles(c2w[:3, :3].T)[0]) for c2w in data["c2w"]]))
+    preview_scale = config.preview_resolution / resolution
+    preview_intrinsics = data["intrinsics"][frontal].astype(np.float64).copy()
+    preview_intrinsics[:2] *= preview_scale
+    angles = np.linspace(-PREVIEW_ANGLES, PREVIEW_ANGLES, config.preview_views)
+    previews = [render_image(programs, fit.params, c2w, preview_intrinsics,
+                             config.preview_resolution, config.preview_resolution)[0]
+                for c2w in orbit_cameras(data["c2w"][frontal].astype(np.float64), angles)]
+    memory["fitted_mib"] = rss_mib()
+    write_bytes(join(folder, "preview.png"), png_bytes(tile_views(previews)),
+                storage_options=storage_options)
+
+    viewpoint = data["c2w"][:, :3, 3].mean(axis=0)
+    vertices, faces, colors = extract_mesh(programs, fit.params, resolution=config.mesh_resolution,
+                                           viewpoint=viewpoint)
+    memory["meshed_mib"] = rss_mib()
+    mesh_file = f"mesh.{config.output_format}"
+    write_mesh(join(folder, mesh_file), build_mesh(vertices, faces, colors), config.output_format,
+               storage_options=storage_options)
+
+    return {"status": "ok", "preset": config.preset, "iterations": fit.iterations,
+            "train_psnr": round(fit.train_psnr, 3), "final_loss": fit.final_loss,
+            "fit_seconds": round(fit.seconds, 2), "mesh": mesh_file,
+            "mesh_vertices": int(len(vertices)), "mesh_faces": int(len(faces)),
+            "preview": "preview.png", "rows": [int(r) for r in rows],
+            "worker_rss_mib": memory}
