@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dlib
 import numpy as np
 
 from daskavatar.faces.detect import Detection
@@ -19,6 +18,8 @@ def predict_landmarks(image: np.ndarray, detection: Detection) -> np.ndarray:
     Returns pixel coordinates of shape ``(68, 2)`` as (x, y), float32, 0-based with the
     origin at the top-left corner of the top-left pixel.
     """
+    import dlib
+
     left, top, right, bottom = (int(round(v)) for v in detection.box)
     shape = shape_predictor()(np.ascontiguousarray(image), dlib.rectangle(left, top, right, bottom))
     points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)

@@ -48,7 +48,7 @@ class NerfPreset:
 PRESETS = {
     "paper": NerfPreset(name="paper", num_layers=8, width=256, skip_layer=4, num_pos_freqs=10,
                         num_dir_freqs=4, num_samples=64, batch_rays=256, chunk_rays=16,
-                        render_rays=256, query_points=2048, learning_rate=5e-4,
+                        render_rays=64, query_points=2048, learning_rate=5e-4,
                         learning_rate_final=5e-5, mesh_level=10.0),
     "small": NerfPreset(name="small", num_layers=4, width=64, skip_layer=2, num_pos_freqs=6,
                         num_dir_freqs=2, num_samples=32, batch_rays=512, chunk_rays=128,
