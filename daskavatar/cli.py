@@ -1,0 +1,92 @@
+"""Command line: ``daskavatar run JOB.json``, ``daskavatar demo``.
+
+A thin layer over :func:`daskavatar.run_job`: it starts or connects to the cluster, prints
+the dashboard link, shows Dask's progress bar and prints the job summary. Library errors
+end the command with exit status 1 and one readable line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from daskavatar.exceptions import DaskAvatarError
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return args.command(args)
+    except DaskAvatarError as error:
+        print(f"daskavatar: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("daskavatar: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="daskavatar",
+                                     description="Turn face photos into 3D avatars on Dask.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log the job's progress")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a job JSON file")
+    run.add_argument("job", help="path of the job JSON file")
+    _cluster_options(run)
+    run.set_defaults(command=_run)
+
+    demo = commands.add_parser("demo", help="run the whole job on built-in photos")
+    demo.add_argument("--output", default="daskavatar-demo",
+                      help="folder for the demo inputs and outputs (default: %(default)s)")
+    _cluster_options(demo)
+    demo.set_defaults(command=_demo)
+    return parser
+
+
+def _cluster_options(parser) -> None:
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="address of a running Dask scheduler, e.g. tcp://host:8786; "
+                             "default: start a local cluster of 512 MB workers")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="workers of the local cluster (default: one per CPU core)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _run(args) -> int:
+    from daskavatar.jobs.spec import JobSpec
+    return _execute(JobSpec.from_file(args.job), args)
+
+
+def _demo(args) -> int:
+    from daskavatar.demo import demo_job, write_demo_inputs
+    from daskavatar.jobs.spec import JobSpec
+
+    output = os.path.abspath(args.output)
+    inputs = os.path.join(output, "input")
+    paths = write_demo_inputs(inputs)
+    print(f"Demo input: {len(paths)} photos in {inputs}")
+    return _execute(JobSpec.from_dict(demo_job(inputs, os.path.join(output, "result"))), args)
+
+
+def _execute(spec, args) -> int:
+    from daskavatar.cluster import connect
+    from daskavatar.jobs.runner import run_job
+
+    options = {"n_workers": args.workers} if args.workers and not args.scheduler else {}
+    with connect(args.scheduler, **options) as client:
+        print(f"Dask dashboard: {client.dashboard_link}")
+        report = run_job(spec, client, progress=not args.no_progress)
+    print()
+    print(report.summary())
+    print(f"\nOutputs: {spec.output_path}")
+    return 0 if report.counts["failed_identities"] == 0 else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
