@@ -25,11 +25,14 @@ def worker_environment() -> dict[str, str]:
 
     glibc reads ``MALLOC_ARENA_MAX`` once, when the process starts, so these go into
     Dask's ``distributed.nanny.pre-spawn-environ``. With one arena, memory freed by XLA's
-    threads is reused instead of piling up in per-thread arenas: with glibc's default, 6
-    training steps of the paper preset grew the RSS by 90 MiB, with one arena by 40 MiB.
+    threads is reused instead of piling up in per-thread arenas. In a process that had loaded
+    the paper preset's programs, 6 training steps grew the RSS by 90 MiB with glibc's
+    default arenas and by 40 MiB with one arena (measured on the 2-core development machine).
+    XLA gets one thread, because each worker has one thread and one core.
     Remote workers need the same variables in their environment (see deploy/).
     """
-    return {"MALLOC_ARENA_MAX": "1", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "1"}
+    return {"MALLOC_ARENA_MAX": "1", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "1",
+            "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
 
 
 def start_local_cluster(*, n_workers=None, memory_limit=None, threads_per_worker=None,

@@ -3,8 +3,8 @@
 scikit-image ships NASA's portrait of the astronaut Eileen Collins (public domain). The
 demo writes it and four views derived from it into one identity folder: the mirror image
 (the face seen from the other side) and perspective warps that turn the face plane by a
-few degrees to either side. They are not true novel views of a 3D head, so the demo avatar
-is coarse; it shows every stage of the job, not the quality of real multi-view photos.
+few degrees to either side. These are not true novel views of a 3D head, so the demo avatar
+is coarse. The demo shows every stage of the job, not the quality of real multi-view photos.
 """
 
 from __future__ import annotations

@@ -7,11 +7,6 @@ import numpy as np
 from daskavatar.faces.detect import Detection
 from daskavatar.faces.models import shape_predictor
 
-NUM_LANDMARKS = 68
-RIGHT_EYE_OUTER = 36
-LEFT_EYE_OUTER = 45
-
-
 def predict_landmarks(image: np.ndarray, detection: Detection) -> np.ndarray:
     """Predict the 68 landmarks inside ``detection.box`` of an RGB image ``(h, w, 3)``.
 

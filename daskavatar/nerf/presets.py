@@ -1,8 +1,9 @@
 """Named NeRF settings that a job selects with ``config.preset``.
 
-``paper`` follows the original NeRF (Mildenhall et al., ECCV 2020): an 8-layer MLP of width
-256 with the encoded position fed again at layer 4 (0-based layer 5 input), 10 frequencies
-for position and 4 for view direction, 64 stratified samples per ray. The batch is smaller
+``paper`` follows the original NeRF (Mildenhall et al., "NeRF: Representing Scenes as Neural
+Radiance Fields for View Synthesis", ECCV 2020). It has an 8-layer MLP of width 256 whose
+layer 4 (0-based) also receives the encoded position, 10 encoding frequencies for position
+and 4 for view direction, and 64 stratified samples per ray. The batch is smaller
 than the paper's 4096 rays so a step fits a 512 MB CPU worker. ``small`` is a 4x64 MLP for
 demos and tests; it fits in seconds and gives coarse meshes.
 """

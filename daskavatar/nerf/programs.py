@@ -1,9 +1,10 @@
 """Compiled NeRF programs: built once per job on the client, executed on the workers.
 
 Compiling the training step of the ``paper`` preset with XLA raises a process's memory by
-about 190 MiB on top of the 270 MiB that importing JAX and starting its CPU backend take;
-together that passes the 464 MiB at which Dask restarts a 512 MB worker (95 % of the limit).
-Loading an already compiled executable costs about 30 MiB. So the client compiles the three
+about 190 MiB. Importing JAX and starting its CPU backend already take about 270 MiB, so a
+worker that compiles passes the 464 MiB at which Dask restarts a 512 MB worker (95 % of the
+limit). Loading the compiled executables costs about 55 MiB instead. The figures were
+measured with ``benchmarks/compile_memory.py``. So the client compiles the three
 programs of a preset ahead of time (``jax.jit(...).lower(...).compile()``), serialises
 them, and the reduce tasks deserialise them: workers never run XLA's compiler. All shapes
 are fixed by the preset, so one set of programs serves every identity of a job.
@@ -72,7 +73,7 @@ def _functions(preset: NerfPreset):
         return composite(sigma, rgb, t_vals, background)
 
     def train_step(params, opt_state, rays_o, rays_d, near, far, target, jitter, learning_rate):
-        """One Adam step on ``batch_rays`` rays; inputs ``(R, 3)``, ``(R,)``, jitter ``(R, S)``."""
+        """Take one Adam step on ``batch_rays`` rays ``(R, 3)``, bounds ``(R,)``, jitter ``(R, S)``."""
         num_chunks = preset.batch_rays // preset.chunk_rays
 
         def split(array):
@@ -184,8 +185,3 @@ def _fingerprint(compiled: dict) -> str:
     for name in PROGRAM_NAMES:
         digest.update(compiled["programs"][name][0])
     return digest.hexdigest()
-
-
-def as_float32(tree):
-    """Convert every leaf of a pytree to a float32 NumPy array."""
-    return jax.tree.map(lambda a: np.asarray(a, dtype=np.float32), tree)

@@ -41,9 +41,9 @@ def safe_name(identity: str) -> str:
 
 def build_avatar(identity: str, records: list[dict], *, store_url: str, output_path: str,
                  config, compiled: dict | None, storage_options=None) -> dict:
-    """Fit, render and export the avatar of one identity; returns its report entry.
+    """Fit, render and export the avatar of one identity and return its report entry.
 
-    A failure of this identity is returned as ``status: failed`` with the error; it does not
+    A failure of this identity is returned as ``status: failed`` with the error. It does not
     fail the task, so the other identities of the partition go on.
     """
     start = time.perf_counter()
