@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="daskavatar",
                                      description="Turn face photos into 3D avatars on Dask.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the job's progress")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run a job JSON file")
@@ -47,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     _cluster_options(demo)
     demo.set_defaults(command=_demo)
     return parser
+
+
+def _version() -> str:
+    from daskavatar import __version__
+    return __version__
 
 
 def _cluster_options(parser) -> None:
@@ -75,13 +81,14 @@ def _demo(args) -> int:
 
 
 def _execute(spec, args) -> int:
-    from daskavatar.cluster import connect
     from daskavatar.jobs.runner import run_job
 
-    options = {"n_workers": args.workers} if args.workers and not args.scheduler else {}
-    with connect(args.scheduler, **options) as client:
-        print(f"Dask dashboard: {client.dashboard_link}")
-        report = run_job(spec, client, progress=not args.no_progress)
+    def show_dashboard(client):
+        print(f"Dask dashboard: {client.dashboard_link}", flush=True)
+
+    report = run_job(spec, progress=not args.no_progress, scheduler=args.scheduler,
+                     n_workers=None if args.scheduler else args.workers,
+                     on_connect=show_dashboard)
     print()
     print(report.summary())
     print(f"\nOutputs: {spec.output_path}")

@@ -80,8 +80,8 @@ def discover_images(input_paths, *, identities_csv=None, storage_options=None):
             matches = [p for p in fs.glob(fs_path) if not fs.isdir(p)]
         if not matches:
             raise InputNotFoundError(
-                f"input path {path!r} matched no file; check the path, or quote the glob so "
-                "the shell does not expand it")
+                f"input path {path!r} matched no file (searched {fs_path!r}); check the path. "
+                "Relative paths start from the current folder.")
 
         for match in matches:
             url = protocol + match if protocol and not match.startswith(protocol) else match
@@ -126,7 +126,10 @@ def read_image(url, *, max_pixels, storage_options=None):
                     f"= {max_pixels}; resize it or raise max_image_pixels")
             image = ImageOps.exif_transpose(image)
             return _to_rgb(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except UnidentifiedImageError:
+        raise ImageRejected("unreadable", f"{url} is not an image in a format Pillow can "
+                                          "read") from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise ImageRejected("unreadable", f"{url} is not a readable image: {error}") from error
     except Image.DecompressionBombError as error:
         raise ImageRejected("too_large", f"{url}: {error}") from error

@@ -18,6 +18,7 @@ import os
 import time
 
 import dask.bag as db
+import fsspec
 import numpy as np
 from distributed import Client, progress as show_progress
 
@@ -38,24 +39,32 @@ logger = logging.getLogger(__name__)
 
 
 def run_job(spec, client: Client | None = None, *, progress: bool = True,
-            storage_options=None) -> JobReport:
+            storage_options=None, scheduler: str | None = None, n_workers: int | None = None,
+            on_connect=None) -> JobReport:
     """Run a job and return its report; the report is also written to ``output_path/job.json``.
 
     ``spec`` is a :class:`JobSpec`, a job dict or the path of a job JSON file. Without a
-    ``client``, an embedded LocalCluster of 512 MB workers runs the job and is closed after.
-    Invalid specs, missing inputs and unwritable output paths raise before any compute.
+    ``client``, the job connects to ``scheduler``, or starts an embedded LocalCluster of
+    ``n_workers`` 512 MB workers that is closed afterwards. ``on_connect(client)`` is called
+    once the client is ready (the CLI prints the dashboard link there). Invalid specs,
+    missing inputs and unwritable output paths raise before any cluster starts.
     """
     if isinstance(spec, str):
         spec = JobSpec.from_file(spec)
     elif isinstance(spec, dict):
         spec = JobSpec.from_dict(spec)
 
-    _check_output_path(spec.output_path, storage_options)
     images = discover_images(spec.input_paths, identities_csv=spec.config.identities_csv,
                              storage_options=storage_options)
+    _check_output_path(spec.output_path, storage_options)
 
-    context = contextlib.nullcontext(client) if client is not None else connect()
+    if client is not None:
+        context = contextlib.nullcontext(client)
+    else:
+        context = connect(scheduler, **({"n_workers": n_workers} if n_workers else {}))
     with context as client:
+        if on_connect is not None:
+            on_connect(client)
         return _run(spec, images, client, progress=progress, storage_options=storage_options)
 
 
@@ -170,10 +179,10 @@ def reduce_partition(groups, *, store_url, output_path, config, compiled,
 
 
 def _check_output_path(output_path: str, storage_options) -> None:
+    """Write and delete a probe file in ``output_path``; raise :class:`OutputPathError`."""
     probe = join(output_path, ".daskavatar-write-test")
     try:
         write_bytes(probe, b"", storage_options=storage_options)
-        import fsspec
         fs, path = fsspec.core.url_to_fs(probe, **(storage_options or {}))
         fs.rm(path)
     except (OSError, ValueError) as error:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 from skimage import measure
 
 from daskavatar.nerf.programs import Programs
 from daskavatar.nerf.rays import BOUND_RADIUS
-
-logger = logging.getLogger(__name__)
 
 
 def query_field(programs: Programs, params, points: np.ndarray, directions: np.ndarray):
@@ -41,10 +37,11 @@ def extract_mesh(programs: Programs, params, *, resolution: int, viewpoint: np.n
     The field is sampled on a ``resolution``^3 grid. Vertex colours are the field's colour
     seen from ``viewpoint`` ``(3,)`` (the mean camera centre), because the photos only show
     the head from there. When the density never reaches ``level``, half the maximum density
-    is used instead and a warning is logged.
+    is used instead.
 
-    Returns ``vertices`` ``(V, 3)`` float32 in world units, ``faces`` ``(F, 3)`` int64 and
-    ``colors`` ``(V, 4)`` uint8 RGBA. Raises ValueError when the field is empty.
+    Returns ``vertices`` ``(V, 3)`` float32 in world units, ``faces`` ``(F, 3)`` int64,
+    ``colors`` ``(V, 4)`` uint8 RGBA and the level used. Raises ValueError when the field is
+    empty.
     """
     level = programs.preset.mesh_level if level is None else level
     axis = np.linspace(-radius, radius, resolution, dtype=np.float32)
@@ -57,8 +54,6 @@ def extract_mesh(programs: Programs, params, *, resolution: int, viewpoint: np.n
     if peak <= 1e-3:
         raise ValueError(f"the fitted field is empty (maximum density {peak:.3g})")
     if peak <= level:
-        logger.warning("Maximum density %.3g is below the mesh level %.3g; using %.3g",
-                       peak, level, peak / 2)
         level = peak / 2
 
     spacing = (axis[1] - axis[0],) * 3
@@ -72,7 +67,7 @@ def extract_mesh(programs: Programs, params, *, resolution: int, viewpoint: np.n
     _, rgb = query_field(programs, params, vertices, _unit(vertices - viewpoint[None, :]))
     colors = np.concatenate([np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8),
                              np.full((len(rgb), 1), 255, np.uint8)], axis=1)
-    return vertices, faces, colors
+    return vertices, faces, colors, float(level)
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:

@@ -112,8 +112,11 @@ def _build(identity, rows, *, store_url, config, compiled, folder, storage_optio
                 storage_options=storage_options)
 
     viewpoint = data["c2w"][:, :3, 3].mean(axis=0)
-    vertices, faces, colors = extract_mesh(programs, fit.params, resolution=config.mesh_resolution,
-                                           viewpoint=viewpoint)
+    vertices, faces, colors, level = extract_mesh(
+        programs, fit.params, resolution=config.mesh_resolution, viewpoint=viewpoint)
+    if level < programs.preset.mesh_level:
+        logger.info("The field of %r stays below density %.3g; meshed at %.3g, half its maximum",
+                    identity, programs.preset.mesh_level, level)
     memory["meshed_mib"] = rss_mib()
     mesh_file = f"mesh.{config.output_format}"
     write_mesh(join(folder, mesh_file), build_mesh(vertices, faces, colors), config.output_format,
@@ -123,5 +126,6 @@ def _build(identity, rows, *, store_url, config, compiled, folder, storage_optio
             "train_psnr": round(fit.train_psnr, 3), "final_loss": fit.final_loss,
             "fit_seconds": round(fit.seconds, 2), "mesh": mesh_file,
             "mesh_vertices": int(len(vertices)), "mesh_faces": int(len(faces)),
+            "mesh_level": round(level, 4),
             "preview": "preview.png", "rows": [int(r) for r in rows],
             "worker_rss_mib": memory}

@@ -112,6 +112,7 @@ def test_missing_input_fails_before_compute(tmp_path):
 
     with pytest.raises(InputNotFoundError, match="none"):
         run_job(job, client=object(), progress=False)
+    assert not (tmp_path / "o").exists()
 
 
 def test_unwritable_output_fails_before_compute(tmp_path, photo_folder):

@@ -1,5 +1,7 @@
 """Fitting, rendering and meshing through the compiled programs."""
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -50,8 +52,8 @@ def test_fit_sphere_reaches_psnr(programs):
     psnr = -10 * np.log10(np.mean((rgb - views.images[0]) ** 2))
     assert psnr > 18.0
 
-    vertices, faces, colors = extract_mesh(programs, fit.params, resolution=32,
-                                           viewpoint=views.c2w[:, :3, 3].mean(0))
+    vertices, faces, colors, _ = extract_mesh(programs, fit.params, resolution=32,
+                                              viewpoint=views.c2w[:, :3, 3].mean(0))
     assert len(faces) > 100
     radii = np.linalg.norm(vertices, axis=1)
     assert 0.25 < np.median(radii) < 0.8
@@ -59,42 +61,39 @@ def test_fit_sphere_reaches_psnr(programs):
     assert np.median(colors[:, 0]) > np.median(colors[:, 1]) + 60
 
 
-def test_fits_compile_nothing_on_worker(programs):
+@contextlib.contextmanager
+def backend_compiles():
+    """Collect the XLA backend compilations that JAX reports while the block runs."""
     import jax.monitoring
 
-    compiles = []
+    events = []
 
     def listener(event, duration, **kwargs):
         if "backend_compile" in event:
-            compiles.append(event)
+            events.append(event)
 
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def test_fits_compile_nothing_on_worker(programs):
+    with backend_compiles() as compiles:
         for count in (2, 3, 5, 7):
             views = _sphere_views(count=count, size=16)
             fit = fit_nerf(views, programs, max_iterations=2, seed=0)
             extract_mesh(programs, fit.params, resolution=16,
                          viewpoint=views.c2w[:, :3, 3].mean(0))
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
     assert compiles == []
 
 
 def test_compile_listener_sees_jit():
     import jax
-    import jax.monitoring
 
-    compiles = []
-
-    def listener(event, duration, **kwargs):
-        if "backend_compile" in event:
-            compiles.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with backend_compiles() as compiles:
         jax.jit(lambda x: x * 3.0 + 1.0)(np.arange(7.0)).block_until_ready()
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
     assert len(compiles) == 1
