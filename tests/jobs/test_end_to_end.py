@@ -135,3 +135,23 @@ def test_cli_reports_bad_job_in_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == ("daskavatar: error: invalid output_format 'stl'; use one "
                                      "of obj, ply, glb")
+
+
+def test_cli_runs_on_given_scheduler(cluster_client, photo_folder, tmp_path):
+    output = tmp_path / "out"
+    job = {"config": dict(CONFIG, max_iterations="10", output_format="obj"),
+           "input_paths": [str(photo_folder / "**" / "biden*.jpg")], "output_path": str(output),
+           "num_map_tasks": 1, "num_reduce_tasks": 1}
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(job))
+    address = cluster_client.scheduler.address
+
+    result = subprocess.run([sys.executable, "-m", "daskavatar.cli", "run", str(path),
+                             "--scheduler", address, "--no-progress"],
+                            capture_output=True, text=True, timeout=600)
+
+    assert result.returncode == 0, result.stderr
+    assert "Dask dashboard: " in result.stdout
+    assert "biden" in result.stdout
+    assert "1 avatars" in result.stdout
+    assert (output / "avatars" / "biden" / "mesh.obj").exists()
