@@ -9,14 +9,13 @@ package.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import importlib.util
 import logging
 import os
 
 from daskavatar.exceptions import DaskAvatarError
+from daskavatar.jobs.memory import release_memory
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +57,4 @@ def release_models() -> None:
     """
     face_detector.cache_clear()
     shape_predictor.cache_clear()
-    trim_heap()
-
-
-def trim_heap() -> None:
-    """Return free glibc heap pages to the operating system (no-op elsewhere)."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return
-    try:
-        ctypes.CDLL(libc_name).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    release_memory()

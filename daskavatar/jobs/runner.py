@@ -11,6 +11,7 @@ and the report in :mod:`daskavatar.jobs.report`.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
@@ -154,7 +155,7 @@ def map_partition(images, *, store_url, config, storage_options=None) -> list[di
                 meta["reprojection_error"][index] = result.reprojection_error
                 meta["status"][index] = STATUS_OK
             else:
-                logger.warning("Rejected %s: %s", image.url, result.message)
+                logger.debug("Rejected %s: %s", image.url, result.message)
             faces.append({"image_id": image.image_id, "url": image.url, "identity": image.identity,
                           "row": image.row, "status": result.status, "message": result.message,
                           "face_count": result.face_count,
@@ -164,6 +165,14 @@ def map_partition(images, *, store_url, config, storage_options=None) -> list[di
                           "roll": _rounded(result.roll)})
 
         write_partition(store_url, images[0].row, meta, storage_options=storage_options)
+
+    # One warning per partition, not per image, so a folder of broken files cannot flood
+    # the worker logs; job.json lists every rejected image with its message.
+    rejected = collections.Counter(f["status"] for f in faces if f["status"] != "ok")
+    if rejected:
+        reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(rejected.items()))
+        logger.warning("Rejected %d of %d images from row %d on (%s); job.json lists them",
+                       sum(rejected.values()), len(faces), images[0].row, reasons)
 
     for face in faces:
         face["worker_peak_rss_mib"] = peak.mib

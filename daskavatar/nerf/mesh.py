@@ -55,6 +55,9 @@ def extract_mesh(programs: Programs, params, *, resolution: int, viewpoint: np.n
         raise ValueError(f"the fitted field is empty (maximum density {peak:.3g})")
     if peak <= level:
         level = peak / 2
+    elif float(sigma.min()) >= level:
+        raise ValueError(f"the fitted field is dense everywhere (minimum density "
+                         f"{float(sigma.min()):.3g} at or above the mesh level {level:.3g})")
 
     spacing = (axis[1] - axis[0],) * 3
     vertices, faces, _, _ = measure.marching_cubes(sigma, level=level, spacing=spacing)

@@ -17,11 +17,10 @@ import numpy as np
 
 from daskavatar.export.previews import png_bytes, tile_views
 from daskavatar.faces.align import face_mask
-from daskavatar.faces.models import trim_heap
 from daskavatar.faces.pose import euler_angles
 from daskavatar.io.outputs import join, write_bytes, write_json
 from daskavatar.io.store import STATUS_OK, read_rows
-from daskavatar.jobs.memory import PeakMemory, rss_mib
+from daskavatar.jobs.memory import PeakMemory, release_memory, rss_mib
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ def build_avatar(identity: str, records: list[dict], *, store_url: str, output_p
         entry.update(status="failed", reason=type(error).__name__, message=str(error))
         return entry
     finally:
-        trim_heap()
+        release_memory()
 
     entry["seconds"] = round(time.perf_counter() - start, 2)
     entry["worker_peak_rss_mib"] = peak.mib
@@ -96,6 +95,7 @@ def _build(identity, rows, *, store_url, config, compiled, folder, storage_optio
 
     memory = {"before_mib": rss_mib()}
     programs = load_programs(compiled, PRESETS[config.preset])
+    release_memory()
     memory["programs_loaded_mib"] = rss_mib()
     fit = fit_nerf(views, programs, max_iterations=config.max_iterations, seed=config.seed)
 
