@@ -63,8 +63,8 @@ def extract_mesh(programs: Programs, params, *, resolution: int, viewpoint: np.n
     vertices, faces, _, _ = measure.marching_cubes(sigma, level=level, spacing=spacing)
     vertices = (vertices - radius).astype(np.float32)
 
-    # skimage orients faces by increasing value, so normals point into the dense region;
-    # reversing the winding makes them point out of the head as renderers expect.
+    # skimage orients faces toward increasing values, so normals point into the head.
+    # Reversing the winding makes them point outward, as renderers expect.
     faces = faces[:, ::-1].astype(np.int64)
 
     _, rgb = query_field(programs, params, vertices, _unit(vertices - viewpoint[None, :]))

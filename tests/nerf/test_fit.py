@@ -4,6 +4,7 @@ import contextlib
 
 import numpy as np
 import pytest
+import trimesh
 
 pytest.importorskip("jax")
 
@@ -58,6 +59,8 @@ def test_fit_sphere_reaches_psnr(programs):
     radii = np.linalg.norm(vertices, axis=1)
     assert 0.25 < np.median(radii) < 0.8
     assert colors.shape == (len(vertices), 4)
+    # Outward normals give a positive signed volume.
+    assert trimesh.Trimesh(vertices, faces, process=False).volume > 0
     assert np.median(colors[:, 0]) > np.median(colors[:, 1]) + 60
 
 
