@@ -1,10 +1,10 @@
 """Listing input images and decoding them robustly.
 
-Discovery runs on the client and only lists files (``fsspec`` globs, local or ``s3://``);
-it never reads pixels. Decoding runs in map tasks and turns every failure into an
-:class:`ImageRejected` with a stable reason code, so one broken file never fails a task.
-Face detection is in :mod:`daskavatar.faces`; the per-image records are in
-:mod:`daskavatar.jobs.records`.
+Discovery runs on the client and only lists files (``fsspec`` globs, local or ``s3://``).
+It reads no pixels. Decoding runs in map tasks and turns read and decode errors into an
+:class:`ImageRejected` with a stable reason code, so a broken file becomes a rejected record
+instead of failing its task. Face detection is in :mod:`daskavatar.faces`, and the per-image
+records are built in :mod:`daskavatar.jobs.runner`.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class ImageRejected(Exception):
 def discover_images(input_paths, *, identities_csv=None, storage_options=None):
     """List the images matched by ``input_paths`` and assign each an identity.
 
-    An image's identity is the first folder under the glob's root that holds it
+    An image's identity is the first folder under the glob's root that contains it
     (``faces/obama/1.jpg`` with the glob ``faces/**/*.jpg`` belongs to ``obama``). Images
     directly under the root, or in a folder whose name starts with ``_`` or ``.``, are each
     their own identity. A CSV of ``file,person_id`` overrides both rules; images it does not
