@@ -1,4 +1,4 @@
-"""Why workers load compiled NeRF programs instead of compiling them.
+"""Peak memory of compiling the NeRF programs in a process against loading them compiled.
 
 Usage (from the repository root)::
 

@@ -1,7 +1,7 @@
 """Face detection with dlib's HOG detector and the choice of the main face.
 
-The detector runs on a copy scaled so its longer side is at most ``max_side`` pixels; large
-photos gain nothing from full resolution and would cost worker memory. Boxes are mapped
+The detector runs on a copy scaled so its longer side is at most ``max_side`` pixels, because
+large photos gain nothing from full resolution and would cost worker memory. Boxes are mapped
 back to the original image. Landmarks are in :mod:`daskavatar.faces.landmarks`.
 """
 
@@ -33,8 +33,8 @@ def detect_main_face(image: np.ndarray, *, upsample: int, min_score: float,
 
     Detections scoring below ``min_score`` are dropped: with upsampling, dlib finds faint
     false faces (scores near 0.1) beside real ones (near 1). The main face is the one with
-    the largest box, because in portrait collections the subject is the closest person;
-    ties go to the higher score. Returns None when no face passes the filter.
+    the largest box, because in portrait collections the subject is the closest person.
+    Ties go to the higher score. Returns None when no face passes the filter.
     """
     height, width = image.shape[:2]
     scale = min(1.0, max_side / max(height, width))

@@ -1,21 +1,24 @@
 """The per-image chain of the map stage: decode, detect, landmarks, pose, crop.
 
-Each step that can fail on real photos raises :class:`ImageRejected` with a reason code;
-:func:`analyse_image` never raises for a bad image. Reason codes:
+Each step that can fail on real photos raises :class:`ImageRejected` with a reason code.
+:func:`analyse_image` turns those, and any other error of the chain, into a result with a
+reason, so a bad image never fails its map task. Reason codes:
 
-==================  ============================================================
-``empty_file``      the file has zero bytes
-``unreadable``      not an image, truncated or corrupt
-``too_large``       more pixels than ``max_image_pixels``
-``no_face``         no face scored above ``min_detection_score``
-``face_too_small``  the face box side is below ``min_face_size`` pixels
-``pose_failed``     PnP found no plausible head pose for the landmarks
-==================  ============================================================
+===================  ===========================================================
+``empty_file``       the file has zero bytes
+``unreadable``       not an image, truncated or corrupt
+``too_large``        more pixels than ``max_image_pixels``
+``no_face``          no face scored above ``min_detection_score``
+``face_too_small``   the face box side is below ``min_face_size`` pixels
+``pose_failed``      PnP found no plausible head pose for the landmarks
+``analysis_failed``  an unexpected error in dlib, OpenCV or NumPy, named in the message
+===================  ===========================================================
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 
@@ -25,10 +28,12 @@ from daskavatar.faces.landmarks import predict_landmarks
 from daskavatar.faces.pose import estimate_pose, intrinsics_for
 from daskavatar.io.images import ImageRejected, read_image
 
+logger = logging.getLogger(__name__)
+
 
 @dataclasses.dataclass
 class FaceResult:
-    """What the map stage learnt about one image."""
+    """Outcome of the map-stage chain for one image."""
 
     status: str
     """``ok`` or a reason code from the module docstring."""
@@ -56,6 +61,10 @@ def analyse_image(url: str, config, *, storage_options=None) -> FaceResult:
         return _analyse(url, config, storage_options)
     except ImageRejected as rejected:
         return FaceResult(status=rejected.reason, message=rejected.message)
+    except Exception as error:  # dlib and OpenCV raise their own error types
+        logger.exception("Face analysis of %s failed", url)
+        return FaceResult(status="analysis_failed",
+                          message=f"{url}: face analysis failed: {type(error).__name__}: {error}")
 
 
 def _analyse(url, config, storage_options) -> FaceResult:

@@ -167,7 +167,7 @@ def map_partition(images, *, store_url, config, storage_options=None) -> list[di
         write_partition(store_url, images[0].row, meta, storage_options=storage_options)
 
     # One warning per partition, not per image, so a folder of broken files cannot flood
-    # the worker logs; job.json lists every rejected image with its message.
+    # the worker logs. job.json lists every rejected image with its message.
     rejected = collections.Counter(f["status"] for f in faces if f["status"] != "ok")
     if rejected:
         reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(rejected.items()))

@@ -2,7 +2,7 @@
 
 Layout of the reference NeRF: ``num_layers`` ReLU layers on the encoded position, the
 encoded position concatenated again into the input of layer ``skip_layer``, a density
-head, and a colour branch that also sees the encoded view direction.
+head, and a colour branch that also receives the encoded view direction.
 """
 
 from __future__ import annotations

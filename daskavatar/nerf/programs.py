@@ -9,9 +9,9 @@ programs of a preset ahead of time (``jax.jit(...).lower(...).compile()``), seri
 them, and the reduce tasks deserialise them: workers never run XLA's compiler. All shapes
 are fixed by the preset, so one set of programs serves every identity of a job.
 
-NOTE: an executable compiled on the client targets the client's CPU. With a remote cluster
-whose workers run on different CPUs, loading can fail; the workers then compile locally and
-log a warning, which needs more worker memory than 512 MB for the ``paper`` preset.
+NOTE: an executable compiled on the client targets the client's CPU. Loading can fail on a
+remote cluster whose workers run on different CPUs. The workers then compile locally and
+log a warning, and compiling the ``paper`` preset needs more than a 512 MB worker has.
 """
 
 from __future__ import annotations

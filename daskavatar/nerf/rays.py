@@ -1,7 +1,7 @@
 """Camera rays and their near/far bounds in the head frame.
 
-Cameras follow the OpenCV convention (x right, y down, looking along +z) as written by the
-map stage; directions are unit vectors, so distances along a ray are in world units.
+Cameras follow the OpenCV convention (x right, y down, looking along +z), as the map stage
+writes them. Directions are unit vectors, so distances along a ray are in world units.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 BOUND_RADIUS = 1.2
-"""Radius of the sphere around the head frame's origin that holds the whole head."""
+"""Radius of the sphere around the head frame's origin that contains the whole head."""
 
 
 def pixel_rays(c2w: np.ndarray, intrinsics: np.ndarray, u: np.ndarray, v: np.ndarray):

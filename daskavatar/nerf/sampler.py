@@ -6,8 +6,8 @@ import jax.numpy as jnp
 def stratified_samples(near, far, jitter):
     """Place one sample in each of ``S`` equal bins between ``near`` and ``far``.
 
-    ``near`` and ``far`` have shape ``(R,)``; ``jitter`` ``(R, S)`` in [0, 1) is the position
-    inside each bin (0.5 everywhere gives the deterministic bin centres used for rendering).
+    ``near`` and ``far`` have shape ``(R,)``. ``jitter`` ``(R, S)`` in [0, 1) is the position
+    inside each bin, and 0.5 everywhere gives the deterministic bin centres used for rendering.
     Returns distances along the ray of shape ``(R, S)``, increasing along the last axis.
     """
     num_samples = jitter.shape[-1]
