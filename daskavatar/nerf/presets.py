@@ -44,6 +44,39 @@ class NerfPreset:
     learning_rate_final: float
     mesh_level: float
     """Density (per world unit) at which marching cubes places the surface."""
+    encoding: str = "frequency"
+    """Position encoding: ``frequency`` (Fourier features) or ``hash`` (hash grid)."""
+    hash_levels: int = 16
+    """Hash grid: number of resolutions."""
+    hash_features: int = 2
+    """Hash grid: features per level."""
+    hash_log2_table: int = 15
+    """Hash grid: log2 of the table entries per level."""
+    hash_base_resolution: int = 16
+    """Hash grid: cells per axis of the coarsest level."""
+    hash_max_resolution: int = 512
+    """Hash grid: cells per axis of the finest level."""
+    geo_features: int = 15
+    """Hash field: features passed from the density MLP to the colour MLP."""
+    density_bias: float = 0.0
+    """Hash field: added to the raw density before the exponential."""
+    num_importance: int = 0
+    """Samples per ray drawn again from the weights of the stratified samples (hierarchical
+    sampling with one network); 0 renders the stratified samples only."""
+    occupancy_resolution: int = 0
+    """Cells per axis of the occupancy grid that bounds each ray; 0 uses the bounding sphere."""
+    adam_eps: float = 1e-8
+    """Epsilon of Adam; hash tables train better with a small one."""
+    radius: float = 1.2
+    """Half side of the cube that the hash grid, the occupancy grid and the mesh cover."""
+
+    def hash_grid(self):
+        """The :class:`~daskavatar.nerf.encoding.HashGrid` of this preset."""
+        from daskavatar.nerf.encoding import HashGrid
+        return HashGrid(num_levels=self.hash_levels, features_per_level=self.hash_features,
+                        log2_table_size=self.hash_log2_table,
+                        base_resolution=self.hash_base_resolution,
+                        max_resolution=self.hash_max_resolution, radius=self.radius)
 
 
 PRESETS = {
@@ -55,4 +88,11 @@ PRESETS = {
                         num_dir_freqs=2, num_samples=32, batch_rays=512, chunk_rays=128,
                         render_rays=1024, query_points=8192, learning_rate=5e-3,
                         learning_rate_final=5e-4, mesh_level=10.0),
+    "fast": NerfPreset(name="fast", encoding="hash", num_layers=1, width=64, skip_layer=-1,
+                       num_pos_freqs=0, num_dir_freqs=2, num_samples=32, batch_rays=1024,
+                       chunk_rays=256, render_rays=2048, query_points=8192,
+                       learning_rate=1e-2, learning_rate_final=1e-3, mesh_level=10.0,
+                       hash_levels=16, hash_features=2, hash_log2_table=15,
+                       hash_base_resolution=16, hash_max_resolution=256, geo_features=15,
+                       occupancy_resolution=64, adam_eps=1e-15),
 }

@@ -28,14 +28,13 @@ import optax
 from daskavatar.nerf.field import apply_field, init_params
 from daskavatar.nerf.presets import NerfPreset
 from daskavatar.nerf.render import composite
-from daskavatar.nerf.sampler import ray_points, stratified_samples
+from daskavatar.nerf.views import BACKGROUND
+from daskavatar.nerf.sampler import importance_samples, ray_points, stratified_samples
 
 logger = logging.getLogger(__name__)
 
 jax.config.update("jax_platforms", "cpu")
 
-BACKGROUND = (1.0, 1.0, 1.0)
-"""Colour behind the head; masked-out pixels are trained toward it."""
 PROGRAM_NAMES = ("train_step", "render", "query")
 
 
@@ -58,19 +57,30 @@ class Programs:
 
 def make_optimizer(preset: NerfPreset):
     """Adam whose learning rate is a state entry, so the host sets it every step."""
-    return optax.inject_hyperparams(optax.adam)(learning_rate=preset.learning_rate)
+    return optax.inject_hyperparams(optax.adam)(learning_rate=preset.learning_rate,
+                                                eps=preset.adam_eps)
 
 
 def _functions(preset: NerfPreset):
     optimizer = make_optimizer(preset)
     background = jnp.asarray(BACKGROUND, dtype=jnp.float32)
 
-    def render_rays(params, rays_o, rays_d, near, far, jitter):
-        t_vals = stratified_samples(near, far, jitter)
+    def render_samples(params, rays_o, rays_d, t_vals):
         points = ray_points(rays_o, rays_d, t_vals)
         directions = jnp.broadcast_to(rays_d[:, None, :], points.shape)
         sigma, rgb = apply_field(params, points, directions, preset)
         return composite(sigma, rgb, t_vals, background)
+
+    def render_rays(params, rays_o, rays_d, near, far, jitter):
+        t_vals = stratified_samples(near, far, jitter)
+        if not preset.num_importance:
+            return render_samples(params, rays_o, rays_d, t_vals)
+
+        # Hierarchical sampling with one network: a pass without gradients finds where the
+        # weights are, and the rendered pass adds samples there.
+        coarse = render_samples(jax.lax.stop_gradient(params), rays_o, rays_d, t_vals)
+        t_vals = importance_samples(t_vals, coarse["weights"], preset.num_importance)
+        return render_samples(params, rays_o, rays_d, t_vals)
 
     def train_step(params, opt_state, rays_o, rays_d, near, far, target, jitter, learning_rate):
         """Take one Adam step on ``batch_rays`` rays ``(R, 3)``, bounds ``(R,)``, jitter ``(R, S)``."""
