@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 from skimage import measure
 
 from daskavatar.nerf.programs import Programs
 from daskavatar.nerf.rays import BOUND_RADIUS
+
+
+CLOSING_ITERATIONS = 3
+"""Voxels by which gaps in the solid's surface are closed before its cavities are filled."""
 
 
 def query_field(programs: Programs, params, points: np.ndarray, directions: np.ndarray):
@@ -31,25 +36,37 @@ def query_field(programs: Programs, params, points: np.ndarray, directions: np.n
 
 
 def extract_mesh(programs: Programs, params, *, resolution: int, viewpoint: np.ndarray,
-                 level: float | None = None, radius: float = BOUND_RADIUS):
+                 level: float | None = None, radius: float = BOUND_RADIUS, occupancy=None):
     """Extract the surface where density equals ``level`` inside the cube of half side ``radius``.
 
-    The field is sampled on a ``resolution``^3 grid. Vertex colours are the field's colour
-    seen from ``viewpoint`` ``(3,)`` (the mean camera centre), because the photos only show
-    the head from there. When the density never reaches ``level``, half the maximum density
-    is used instead.
+    The field is sampled on a grid of ``resolution`` points per axis. With an ``occupancy``
+    grid (:class:`~daskavatar.nerf.occupancy.OccupancyGrid`), the grid spans only the
+    bounding box of its occupied cells, which gives finer cells for the same cost, and
+    density in its empty cells counts as zero, because no ray sampled there and the field is
+    arbitrary. The grid is queried one slab of constant x at a time, so the temporaries are
+    those of one slab. Vertex colours are the field's colour seen from ``viewpoint`` ``(3,)``
+    (the mean camera centre), because the photos only show the head from there. When the
+    density never reaches ``level``, half the maximum density is used instead.
 
     Returns ``vertices`` ``(V, 3)`` float32 in world units, ``faces`` ``(F, 3)`` int64,
     ``colors`` ``(V, 4)`` uint8 RGBA and the level used. Raises ValueError when the field is
     empty.
     """
     level = programs.preset.mesh_level if level is None else level
-    axis = np.linspace(-radius, radius, resolution, dtype=np.float32)
-    grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
-    directions = _unit(grid - viewpoint[None, :])
+    low, high = np.full(3, -radius), np.full(3, radius)
+    if occupancy is not None and occupancy.occupied.any():
+        low, high = occupancy.occupied_bounds()
+    axes = [np.linspace(low[i], high[i], resolution, dtype=np.float32) for i in range(3)]
 
-    sigma, _ = query_field(programs, params, grid, directions)
-    sigma = sigma.reshape(resolution, resolution, resolution)
+    slab = np.stack(np.meshgrid(axes[1], axes[2], indexing="ij"), axis=-1).reshape(-1, 2)
+    sigma = np.empty((resolution, resolution, resolution), np.float32)
+    for index, x in enumerate(axes[0]):
+        points = np.concatenate([np.full((len(slab), 1), x, np.float32), slab], axis=1)
+        values, _ = query_field(programs, params, points, _unit(points - viewpoint[None, :]))
+        if occupancy is not None:
+            values = np.where(occupancy.contains(points), values, 0.0)
+        sigma[index] = values.reshape(resolution, resolution)
+
     peak = float(sigma.max())
     if peak <= 1e-3:
         raise ValueError(f"the fitted field is empty (maximum density {peak:.3g})")
@@ -59,9 +76,10 @@ def extract_mesh(programs: Programs, params, *, resolution: int, viewpoint: np.n
         raise ValueError(f"the fitted field is dense everywhere (minimum density "
                          f"{float(sigma.min()):.3g} at or above the mesh level {level:.3g})")
 
-    spacing = (axis[1] - axis[0],) * 3
+    sigma = _solidify(sigma, level)
+    spacing = tuple(float(axis[1] - axis[0]) for axis in axes)
     vertices, faces, _, _ = measure.marching_cubes(sigma, level=level, spacing=spacing)
-    vertices = (vertices - radius).astype(np.float32)
+    vertices = (vertices + low).astype(np.float32)
 
     # skimage orients faces toward increasing values, so normals point into the head.
     # Reversing the winding makes them point outward, as renderers expect.
@@ -71,6 +89,25 @@ def extract_mesh(programs: Programs, params, *, resolution: int, viewpoint: np.n
     colors = np.concatenate([np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8),
                              np.full((len(rgb), 1), 255, np.uint8)], axis=1)
     return vertices, faces, colors, float(level)
+
+
+def _solidify(sigma: np.ndarray, level: float) -> np.ndarray:
+    """Keep the largest solid of ``sigma`` ``(N, N, N)`` above ``level``, with cavities filled.
+
+    No ray reaches the inside of the head, so its density is arbitrary, and where it dips
+    below the level marching cubes would add inner surfaces. Small solids apart from the
+    largest are floaters. Density in cavities is raised to twice the level and density of
+    other solids set to zero; the largest solid's boundary, and so the mesh there, stays.
+    """
+    solid = sigma >= level
+    labels, count = ndimage.label(solid)
+    if count > 1:
+        sizes = ndimage.sum_labels(solid, labels, index=np.arange(1, count + 1))
+        solid = labels == 1 + int(np.argmax(sizes))
+    filled = ndimage.binary_fill_holes(ndimage.binary_closing(solid, iterations=CLOSING_ITERATIONS))
+
+    sigma = np.where(solid | ~(sigma >= level), sigma, 0.0)
+    return np.where(filled & ~solid, 2.0 * level, sigma).astype(np.float32)
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:

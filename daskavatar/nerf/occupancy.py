@@ -76,6 +76,20 @@ class OccupancyGrid:
         hull = ndimage.binary_dilation(keep.reshape((resolution,) * 3), iterations=1)
         return cls(occupied=hull.copy(), hull=hull, radius=radius)
 
+    def occupied_bounds(self):
+        """Return the corners ``low, high`` ``(3,)`` of the box around the occupied cells."""
+        indices = np.argwhere(self.occupied)
+        low = indices.min(axis=0) * self.cell_size - self.radius
+        high = (indices.max(axis=0) + 1) * self.cell_size - self.radius
+        return low, high
+
+    def contains(self, points: np.ndarray) -> np.ndarray:
+        """Return whether each point ``(P, 3)`` lies in an occupied cell, ``(P,)`` bool."""
+        cells = np.floor((points + self.radius) / self.cell_size).astype(np.int64)
+        inside = np.all((cells >= 0) & (cells < self.resolution), axis=-1)
+        np.clip(cells, 0, self.resolution - 1, out=cells)
+        return inside & self.occupied[cells[:, 0], cells[:, 1], cells[:, 2]]
+
     def refresh(self, sigma: np.ndarray, *, min_alpha: float) -> None:
         """Keep the hull cells whose density ``sigma`` ``(N^3,)`` at the centre is visible.
 

@@ -54,20 +54,28 @@ class TrainingViews:
                              intrinsics=self.intrinsics[indices],
                              masks=None if self.masks is None else self.masks[indices])
 
-    def split_held_out(self, *, min_views: int = 3):
-        """Split off one view for evaluation when there are at least ``min_views``.
+    def held_out_index(self, *, min_views: int = 3) -> int | None:
+        """Return the view to hold out for evaluation, or None below ``min_views`` views.
 
-        The held-out view is the one whose camera centre is closest to the mean of the
-        others, so the rest still surround it and its PSNR measures interpolation, not
-        extrapolation to an unseen side. Returns ``(training, held_out)``; ``held_out`` is
-        None when there are fewer views.
+        It is the view whose camera centre is closest to the mean of the others, so the
+        rest still surround it and its PSNR measures interpolation, not extrapolation to an
+        unseen side.
         """
         if len(self) < min_views:
-            return self, None
+            return None
         centres = self.c2w[:, :3, 3]
         distances = [np.linalg.norm(centres[i] - np.delete(centres, i, axis=0).mean(axis=0))
                      for i in range(len(self))]
-        held = int(np.argmin(distances))
+        return int(np.argmin(distances))
+
+    def split_held_out(self, *, min_views: int = 3):
+        """Split off the view of :meth:`held_out_index`; returns ``(training, held_out)``.
+
+        ``held_out`` is None, and ``training`` all views, below ``min_views`` views.
+        """
+        held = self.held_out_index(min_views=min_views)
+        if held is None:
+            return self, None
         rest = [i for i in range(len(self)) if i != held]
         return self.subset(rest), self.subset([held])
 

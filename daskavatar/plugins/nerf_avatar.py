@@ -83,8 +83,9 @@ def _build(identity, rows, *, store_url, config, compiled, folder, storage_optio
     from daskavatar.nerf.mesh import extract_mesh
     from daskavatar.nerf.presets import PRESETS
     from daskavatar.nerf.programs import load_programs
-    from daskavatar.nerf.train import TrainingViews, fit_nerf, render_image
     from daskavatar.nerf.rays import orbit_cameras
+    from daskavatar.nerf.train import evaluate_views, fit_nerf, render_image
+    from daskavatar.nerf.views import TrainingViews
 
     data = read_rows(store_url, rows, storage_options=storage_options)
     if not np.all(data["status"] == STATUS_OK):
@@ -93,11 +94,20 @@ def _build(identity, rows, *, store_url, config, compiled, folder, storage_optio
     masks = np.stack([face_mask(points, resolution) for points in data["landmarks"]])
     views = TrainingViews.from_crops(data["crops"], masks, data["c2w"], data["intrinsics"])
 
+    # One photo is held out to measure the PSNR of a novel view when there are 3 or more.
+    # The others are also used mirrored, which doubles the few views a person usually has.
+    training, held_out = views.split_held_out(min_views=3)
+    training = training.with_mirrored()
+
     memory = {"before_mib": rss_mib()}
     programs = load_programs(compiled, PRESETS[config.preset])
     release_memory()
     memory["programs_loaded_mib"] = rss_mib()
-    fit = fit_nerf(views, programs, max_iterations=config.max_iterations, seed=config.seed)
+    fit = fit_nerf(training, programs, max_iterations=config.max_iterations, seed=config.seed)
+    held_out_metrics = None
+    if held_out is not None:
+        held_out_metrics = evaluate_views(programs, fit.params, held_out,
+                                          occupancy=fit.occupancy)
 
     frontal = int(np.argmin([abs(euler_angles(c2w[:3, :3].T)[0]) for c2w in data["c2w"]]))
     preview_scale = config.preview_resolution / resolution
@@ -105,7 +115,8 @@ def _build(identity, rows, *, store_url, config, compiled, folder, storage_optio
     preview_intrinsics[:2] *= preview_scale
     angles = np.linspace(-PREVIEW_ANGLES, PREVIEW_ANGLES, config.preview_views)
     previews = [render_image(programs, fit.params, c2w, preview_intrinsics,
-                             config.preview_resolution, config.preview_resolution)[0]
+                             config.preview_resolution, config.preview_resolution,
+                             occupancy=fit.occupancy)[0]
                 for c2w in orbit_cameras(data["c2w"][frontal].astype(np.float64), angles)]
     memory["fitted_mib"] = rss_mib()
     write_bytes(join(folder, "preview.png"), png_bytes(tile_views(previews)),
@@ -113,19 +124,50 @@ def _build(identity, rows, *, store_url, config, compiled, folder, storage_optio
 
     viewpoint = data["c2w"][:, :3, 3].mean(axis=0)
     vertices, faces, colors, level = extract_mesh(
-        programs, fit.params, resolution=config.mesh_resolution, viewpoint=viewpoint)
+        programs, fit.params, resolution=config.mesh_resolution, viewpoint=viewpoint,
+        occupancy=fit.occupancy)
     if level < programs.preset.mesh_level:
         logger.info("The field of %r stays below density %.3g; meshed at %.3g, half its maximum",
                     identity, programs.preset.mesh_level, level)
+    texture = None
+    if config.output_format in TEXTURED_FORMATS:
+        texture = _bake_texture(programs, fit.params, vertices, faces, viewpoint)
     memory["meshed_mib"] = rss_mib()
     mesh_file = f"mesh.{config.output_format}"
-    write_mesh(join(folder, mesh_file), build_mesh(vertices, faces, colors), config.output_format,
-               storage_options=storage_options)
+    mesh_files = write_mesh(join(folder, mesh_file),
+                            build_mesh(vertices, faces, colors, texture=texture),
+                            config.output_format, storage_options=storage_options)
 
-    return {"status": "ok", "preset": config.preset, "iterations": fit.iterations,
-            "train_psnr": round(fit.train_psnr, 3), "final_loss": fit.final_loss,
-            "fit_seconds": round(fit.seconds, 2), "mesh": mesh_file,
-            "mesh_vertices": int(len(vertices)), "mesh_faces": int(len(faces)),
-            "mesh_level": round(level, 4),
-            "preview": "preview.png", "rows": [int(r) for r in rows],
-            "worker_rss_mib": memory}
+    report = {"status": "ok", "preset": config.preset, "iterations": fit.iterations,
+              "training_views": len(training), "mirrored_views": len(training) // 2,
+              "train_psnr": round(fit.train_psnr, 3), "final_loss": fit.final_loss,
+              "fit_seconds": round(fit.seconds, 2), "mesh": mesh_file, "mesh_files": mesh_files,
+              "mesh_vertices": int(len(vertices)), "mesh_faces": int(len(faces)),
+              "mesh_level": round(level, 4), "textured": texture is not None,
+              "preview": "preview.png", "rows": [int(r) for r in rows],
+              "worker_rss_mib": memory}
+    if held_out_metrics is not None:
+        report["held_out_psnr"] = round(held_out_metrics["psnr"], 3)
+        report["held_out_ssim"] = round(held_out_metrics["ssim"], 4)
+        report["held_out_row"] = int(rows[views.held_out_index(min_views=3)])
+    return report
+
+
+TEXTURED_FORMATS = ("obj", "glb")
+"""Mesh formats written with a baked texture; PLY keeps vertex colours."""
+TEXTURE_SIZE = 512
+"""Side in pixels of the baked texture atlas."""
+
+
+def _bake_texture(programs, params, vertices, faces, viewpoint):
+    """Bake the field's colour, seen from ``viewpoint`` ``(3,)``, into a texture atlas."""
+    from daskavatar.export.texture import bake_texture
+    from daskavatar.nerf.mesh import query_field
+
+    def color_at(points):
+        directions = points - viewpoint[None, :]
+        directions /= np.maximum(np.linalg.norm(directions, axis=-1, keepdims=True), 1e-9)
+        return query_field(programs, params, points, directions.astype(np.float32))[1]
+
+    return bake_texture(vertices, faces, color_at, size=TEXTURE_SIZE)
+
