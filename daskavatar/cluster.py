@@ -58,7 +58,7 @@ def start_local_cluster(*, n_workers=None, memory_limit=None, threads_per_worker
 def connect(scheduler: str | None = None, **cluster_options):
     """Yield a Client for ``scheduler``, or for a new LocalCluster closed afterwards.
 
-    Raises :class:`ClusterError` when the scheduler cannot be reached.
+    Raise :class:`ClusterError` when the scheduler cannot be reached.
     """
     if scheduler:
         try:

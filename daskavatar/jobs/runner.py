@@ -49,8 +49,8 @@ def run_job(spec, client: Client | None = None, *, progress: bool = True,
     ``client``, the job connects to ``scheduler``, or starts an embedded LocalCluster of
     ``n_workers`` 512 MB workers that is closed afterwards. ``on_connect(client)`` is called
     once the client is ready (the CLI prints the dashboard link there). Invalid specs,
-    missing inputs and unwritable output paths raise before any cluster starts; a plugin
-    that is only installed on the cluster is looked up there before any compute.
+    missing inputs and unwritable output paths raise before any cluster starts. A plugin
+    that is only installed on the cluster is looked up there, also before any compute.
     """
     raw = JobSpec.read_file(spec) if isinstance(spec, str) else spec
     on_cluster = client is not None or scheduler is not None

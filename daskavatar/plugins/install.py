@@ -3,9 +3,8 @@
 ``daskavatar plugins install PATH --scheduler ADDRESS`` builds a wheel from a plugin
 project folder (or takes a ``.whl``) and registers it with the scheduler as a Dask worker
 plugin, :class:`PluginWheel`. Every worker, and every worker that joins later, unpacks the
-wheel into its local directory and puts it first on ``sys.path``; the wheel's
-``.dist-info`` carries the ``daskavatar.plugins`` entry points, so the registry finds the
-plugin there. Installing another build of the same distribution replaces the worker plugin
+wheel into its local directory and puts it first on ``sys.path``. The wheel's ``.dist-info``
+contains the ``daskavatar.plugins`` entry points, so the registry finds the plugin there. Installing another build of the same distribution replaces the worker plugin
 of that name: workers drop the old folder from ``sys.path`` and forget the old modules, so
 the next task imports the new code.
 
