@@ -95,6 +95,7 @@ def test_install_then_upgrade_without_restart(cluster_client, tmp_path, installe
         versions.append((report.results[0]["version"], written["version"]))
         assert len(written["landmarks"]) == report.counts["usable_faces"] == 2
         assert written["pid"] in pids.values()
+        assert sys.modules["landmark_export"].VERSION == version
 
     assert versions == [("1.0", "1.0"), ("2.0", "2.0")]
     assert cluster_client.run(os.getpid) == pids
