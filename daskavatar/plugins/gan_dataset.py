@@ -152,7 +152,7 @@ def frontal_distance(focal_length: float, crop_scale: float) -> float:
     The crop's side is ``crop_scale`` times the larger extent of the 2D landmarks, so that
     extent is ``1 / crop_scale`` of the side. At the returned distance, a pinhole of
     normalised focal length ``focal_length`` projects the template's frontal extent to
-    exactly that size.
+    about that size, ignoring the template's depth.
     """
     template = landmark_template()
     extent = float(np.ptp(template[:, :2], axis=0).max())
