@@ -40,13 +40,13 @@ def main() -> None:
         report = run_job(spec, client, progress=False)
 
     baseline = statistics.mean(idle.values())
-    fitted = [a for a in report.avatars if a["status"] == "ok"]
+    fitted = [a for a in report.results if a["status"] == "ok"]
     rows = [("idle worker (baseline)", baseline),
             ("map stage, max over tasks", report.memory["map_peak_rss_mib"]),
             ("reduce stage, max over identities", report.memory["reduce_peak_rss_mib"])]
 
-    print(f"job: {args.job}; preset {spec.config.preset}, {spec.config.max_iterations} "
-          f"iterations, {spec.config.output_resolution} px crops")
+    print(f"job: {args.job}; preset {spec.plugin_config.preset}, {spec.plugin_config.max_iterations} "
+          f"iterations, {spec.face.output_resolution} px crops")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; {args.workers} workers of 512 MB, 1 thread each")
     print()
@@ -58,7 +58,7 @@ def main() -> None:
     print(f"pause threshold {PAUSE_MIB:.1f} MiB, restart threshold {RESTART_MIB:.1f} MiB; "
           f"worker restarts: {report.worker_restarts}")
     print(f"timings: {report.timings}")
-    print(f"avatars: {report.counts['avatars']} of {report.counts['identities']} identities; "
+    print(f"avatars: {report.counts['results']} of {report.counts['identities']} identities; "
           f"mean fit {statistics.mean(a['fit_seconds'] for a in fitted):.1f} s, "
           f"mean training PSNR {statistics.mean(a['train_psnr'] for a in fitted):.2f} dB")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import uuid
 
 import fsspec
@@ -17,6 +19,11 @@ import fsspec
 def join(base: str, *parts: str) -> str:
     """Join URL or path segments with ``/``."""
     return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def safe_name(name: str) -> str:
+    """Return ``name`` usable as one path segment on every filesystem and object store."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "unnamed"
 
 
 def write_bytes(url: str, data: bytes, *, storage_options=None) -> None:
@@ -35,6 +42,28 @@ def write_bytes(url: str, data: bytes, *, storage_options=None) -> None:
                 os.remove(temporary)
         return
     fs.pipe_file(path, data)
+
+
+def write_file(url: str, local_path: str, *, storage_options=None) -> None:
+    """Move the finished local file ``local_path`` to ``url`` atomically.
+
+    Locally the file is moved to a temporary name beside the target and then renamed over
+    it. Object stores get one whole-object upload.
+    """
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    if fs.protocol in ("file", "local") or "file" in fs.protocol:
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        temporary = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+        try:
+            shutil.move(local_path, temporary)
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+        return
+    fs.put_file(local_path, path)
+    os.remove(local_path)
 
 
 def write_json(url: str, value, *, storage_options=None) -> None:

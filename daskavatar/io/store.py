@@ -75,12 +75,18 @@ def write_partition(url: str, start: int, values: dict[str, np.ndarray], *,
         group[name][start:start + len(array)] = array
 
 
-def read_rows(url: str, rows, *, storage_options=None) -> dict[str, np.ndarray]:
-    """Read the given rows of every array; returns arrays with ``len(rows)`` leading rows."""
+def read_rows(url: str, rows, *, names=None, storage_options=None) -> dict[str, np.ndarray]:
+    """Read the given rows of the arrays in ``names`` (default: all), plus ``rows`` itself.
+
+    Every array comes back with ``len(rows)`` leading rows, in ascending row order.
+    """
     group = zarr.open_group(url, mode="r", storage_options=storage_options)
     rows = np.asarray(sorted(rows), dtype=np.int64)
-    result = {name: group[name].get_orthogonal_selection((rows,)) for name in _META_ARRAYS}
-    result["crops"] = np.stack([group["crops"][int(row)] for row in rows]) if len(rows) else \
-        np.zeros((0,) + group["crops"].shape[1:], dtype=np.uint8)
+    names = ("crops", *_META_ARRAYS) if names is None else tuple(names)
+    result = {name: group[name].get_orthogonal_selection((rows,)) for name in names
+              if name in _META_ARRAYS}
+    if "crops" in names:
+        result["crops"] = np.stack([group["crops"][int(row)] for row in rows]) if len(rows) \
+            else np.zeros((0,) + group["crops"].shape[1:], dtype=np.uint8)
     result["rows"] = rows
     return result

@@ -1,4 +1,4 @@
-"""The job report: counts, timings, rejects by reason, per-identity results.
+"""The job report: counts, timings, rejects by reason, the plugin's result per key.
 
 Written to ``output_path/job.json`` and printed as a summary by the CLI.
 """
@@ -17,8 +17,11 @@ class JobReport:
     counts: dict
     timings: dict
     rejects_by_reason: dict
-    avatars: list
-    """One entry per identity: status, photos, training PSNR, mesh size, timings."""
+    results: list
+    """One entry per key (an identity for the built-in plugins): status, photos, and what
+    the plugin reports, such as the training PSNR and mesh size of ``NeRF_Avatar``."""
+    finished: dict
+    """The summary returned by the plugin's ``finish`` step."""
     images: list
     """One entry per input image: identity, status, reason message, face count, pose."""
     memory: dict
@@ -26,26 +29,28 @@ class JobReport:
     worker_restarts: int
 
     @classmethod
-    def build(cls, *, spec, faces, avatars, timings, worker_restarts) -> JobReport:
+    def build(cls, *, spec, faces, results, finished, timings, worker_restarts) -> JobReport:
         rejects = collections.Counter(f["status"] for f in faces if f["status"] != "ok")
-        avatars = sorted(avatars, key=lambda a: a["identity"])
+        results = sorted(results, key=lambda a: a["identity"])
         counts = {
             "images": len(faces),
             "usable_faces": sum(f["status"] == "ok" for f in faces),
             "rejected_images": sum(rejects.values()),
             "multi_face_images": sum(f["face_count"] > 1 for f in faces),
-            "identities": len(avatars),
-            "avatars": sum(a["status"] == "ok" for a in avatars),
-            "failed_identities": sum(a["status"] == "failed" for a in avatars),
-            "skipped_identities": sum(a["status"] == "skipped" for a in avatars),
+            "identities": len(results),
+            "results": sum(a["status"] == "ok" for a in results),
+            "failed_identities": sum(a["status"] == "failed" for a in results),
+            "skipped_identities": sum(a["status"] == "skipped" for a in results),
         }
         memory = {
             "map_peak_rss_mib": max((f["worker_peak_rss_mib"] for f in faces), default=None),
-            "reduce_peak_rss_mib": max((a["worker_peak_rss_mib"] for a in avatars
+            "reduce_peak_rss_mib": max((a["worker_peak_rss_mib"] for a in results
                                         if "worker_peak_rss_mib" in a), default=None),
+            "finish_peak_rss_mib": finished.get("worker_peak_rss_mib"),
         }
         return cls(spec=spec.to_dict(), counts=counts, timings=timings,
-                   rejects_by_reason=dict(sorted(rejects.items())), avatars=avatars,
+                   rejects_by_reason=dict(sorted(rejects.items())), results=results,
+                   finished=finished,
                    images=sorted(faces, key=lambda f: f["row"]), memory=memory,
                    worker_restarts=worker_restarts)
 
@@ -53,20 +58,16 @@ class JobReport:
         return dataclasses.asdict(self)
 
     def summary(self) -> str:
-        """Return a readable table of the avatars and the job's counts."""
-        lines = [f"{'identity':<24} {'status':<8} {'photos':>6} {'PSNR dB':>8} {'faces':>7} "
-                 f"{'seconds':>8}"]
-        for avatar in self.avatars:
-            psnr = avatar.get("train_psnr")
-            lines.append(
-                f"{avatar['identity'][:24]:<24} {avatar['status']:<8} "
-                f"{avatar['usable_photos']:>3}/{avatar['photos']:<2} "
-                f"{'' if psnr is None else f'{psnr:.2f}':>8} {avatar.get('mesh_faces', ''):>7} "
-                f"{avatar.get('seconds', ''):>8}")
+        """Return a readable table of the results and the job's counts."""
+        lines = [f"{'identity':<32} {'status':<8} {'photos':>6}  details"]
+        for result in self.results:
+            lines.append(f"{result['identity'][:32]:<32} {result['status']:<8} "
+                         f"{result['usable_photos']:>3}/{result['photos']:<2}  "
+                         f"{_details(result)}")
         counts = self.counts
         lines.append("")
         lines.append(f"{counts['images']} images, {counts['usable_faces']} usable faces, "
-                     f"{counts['rejected_images']} rejected, {counts['avatars']} avatars, "
+                     f"{counts['rejected_images']} rejected, {counts['results']} identities done, "
                      f"{counts['failed_identities']} failed identities")
         if self.rejects_by_reason:
             reasons = ", ".join(f"{k}: {v}" for k, v in self.rejects_by_reason.items())
@@ -75,3 +76,17 @@ class JobReport:
                      f"reduce {self.memory['reduce_peak_rss_mib']} MiB; "
                      f"worker restarts: {self.worker_restarts}")
         return "\n".join(lines)
+
+
+_STANDARD_KEYS = {"identity", "status", "photos", "usable_photos", "folder", "rows",
+                  "worker_peak_rss_mib", "worker_rss_after_mib", "worker_rss_mib"}
+
+
+def _details(result: dict, limit: int = 5) -> str:
+    """Return up to ``limit`` scalar fields of a result as ``key=value``, for the table."""
+    if result["status"] != "ok":
+        return f"{result.get('reason', '')}: {result.get('message', '')}"[:100]
+    fields = [(key, value) for key, value in result.items()
+              if key not in _STANDARD_KEYS and isinstance(value, (int, float, str))
+              and not isinstance(value, bool)]
+    return ", ".join(f"{key}={value}" for key, value in fields[:limit])

@@ -1,11 +1,11 @@
-"""Running a job: discover, map, shuffle by identity, reduce, report.
+"""Running a job: discover, map, shuffle by key, reduce, finish, report.
 
 The stages are Dask collections run on the client's cluster; the project adds no scheduling
-of its own. Map tasks are partitions of a ``dask.bag`` of image records; each writes its own
-region of ``features.zarr`` and returns small face records. Those are grouped by identity
-with a task-based bag shuffle into ``num_reduce_tasks`` partitions; each reduce task fits the
-avatars of its identities one after another. The per-image chain is in
-:mod:`daskavatar.faces.pipeline`, the per-identity fit in :mod:`daskavatar.plugins.nerf_avatar`
+of its own. Map tasks are partitions of a ``dask.bag`` of image records; each analyses its
+images (:mod:`daskavatar.faces.pipeline`), writes its own region of ``features.zarr`` and
+lets the job's plugin emit keyed records. Those are grouped by key with a task-based bag
+shuffle into ``num_reduce_tasks`` partitions; each reduce task runs the plugin's reduce step
+for its keys one after another. The plugin interface is in :mod:`daskavatar.plugins.base`
 and the report in :mod:`daskavatar.jobs.report`.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -24,17 +25,17 @@ import numpy as np
 from distributed import Client, progress as show_progress
 
 from daskavatar.cluster import connect
-from daskavatar.exceptions import OutputPathError, StageError
+from daskavatar.exceptions import JobSpecError, OutputPathError, StageError
 from daskavatar.faces.models import release_models
 from daskavatar.faces.pipeline import analyse_image
-from daskavatar.io.images import discover_images
-from daskavatar.io.outputs import join, write_bytes, write_json
+from daskavatar.io.images import discover_images, read_image
+from daskavatar.io.outputs import join, safe_name, write_bytes, write_json
 from daskavatar.io.store import STATUS_OK, STATUS_REJECTED, create_feature_store, \
     write_crop, write_partition
-from daskavatar.jobs.memory import PeakMemory
+from daskavatar.jobs.memory import PeakMemory, release_memory, rss_mib
 from daskavatar.jobs.report import JobReport
 from daskavatar.jobs.spec import JobSpec
-from daskavatar.plugins.nerf_avatar import build_avatar
+from daskavatar.plugins.base import FinishContext, MapContext, ReduceContext
 
 logger = logging.getLogger(__name__)
 
@@ -48,90 +49,134 @@ def run_job(spec, client: Client | None = None, *, progress: bool = True,
     ``client``, the job connects to ``scheduler``, or starts an embedded LocalCluster of
     ``n_workers`` 512 MB workers that is closed afterwards. ``on_connect(client)`` is called
     once the client is ready (the CLI prints the dashboard link there). Invalid specs,
-    missing inputs and unwritable output paths raise before any cluster starts.
+    missing inputs and unwritable output paths raise before any cluster starts. A plugin
+    that is only installed on the cluster is looked up there, also before any compute.
     """
-    if isinstance(spec, str):
-        spec = JobSpec.from_file(spec)
-    elif isinstance(spec, dict):
-        spec = JobSpec.from_dict(spec)
-
-    images = discover_images(spec.input_paths, identities_csv=spec.config.identities_csv,
-                             storage_options=storage_options)
-    _check_output_path(spec.output_path, storage_options)
+    raw = JobSpec.read_file(spec) if isinstance(spec, str) else spec
+    on_cluster = client is not None or scheduler is not None
+    spec = _resolve_spec(raw, defer_unknown_plugin=on_cluster)
+    if spec is not None:
+        images = _check_paths(spec, storage_options)
 
     if client is not None:
         context = contextlib.nullcontext(client)
     else:
         context = connect(scheduler, **({"n_workers": n_workers} if n_workers else {}))
     with context as client:
+        # Plugins installed on a running cluster may be missing here, or newer than the
+        # copy this process imported; the cluster's version decides.
+        if on_cluster and not isinstance(raw, JobSpec):
+            from daskavatar.plugins.install import sync_cluster_plugins
+            if sync_cluster_plugins(client) or spec is None:
+                spec = _resolve_spec(raw, defer_unknown_plugin=False)
+                images = _check_paths(spec, storage_options)
         if on_connect is not None:
             on_connect(client)
         return _run(spec, images, client, progress=progress, storage_options=storage_options)
 
 
+def _resolve_spec(raw, *, defer_unknown_plugin: bool) -> JobSpec | None:
+    """Validate ``raw`` into a :class:`JobSpec`.
+
+    With ``defer_unknown_plugin``, an unknown plugin returns ``None``, so that the caller
+    can look for it on the cluster once connected.
+    """
+    if isinstance(raw, JobSpec):
+        return raw
+    try:
+        return JobSpec.from_dict(raw)
+    except JobSpecError as error:
+        if defer_unknown_plugin and str(error).startswith("unknown plugin_name"):
+            return None
+        raise
+
+
+def _check_paths(spec: JobSpec, storage_options) -> list:
+    """List the job's images and probe its output path; raise before any compute."""
+    images = discover_images(spec.input_paths, identities_csv=spec.face.identities_csv,
+                             storage_options=storage_options)
+    _check_output_path(spec.output_path, storage_options)
+    return images
+
+
 def _run(spec: JobSpec, images, client: Client, *, progress: bool, storage_options) -> JobReport:
-    config = spec.config
     timings = {}
+    plugin = spec.make_plugin()
     worker_pids = client.run(os.getpid)
-    logger.info("Job started: %d images, %d map tasks, %d reduce tasks; dashboard %s",
-                len(images), spec.num_map_tasks, spec.num_reduce_tasks, client.dashboard_link)
+    logger.info("Job started: plugin %s, %d images, %d map tasks, %d reduce tasks; "
+                "dashboard %s", spec.plugin_name, len(images), spec.num_map_tasks,
+                spec.num_reduce_tasks, client.dashboard_link)
 
     started = time.perf_counter()
     store_url = join(spec.output_path, "features.zarr")
     partition_rows = math.ceil(len(images) / spec.num_map_tasks)
-    create_feature_store(store_url, num_rows=len(images), resolution=config.output_resolution,
+    create_feature_store(store_url, num_rows=len(images), resolution=spec.face.output_resolution,
                          partition_rows=partition_rows, storage_options=storage_options)
 
     bag = db.from_sequence(images, partition_size=partition_rows)
-    mapped = bag.map_partitions(map_partition, store_url=store_url, config=config,
-                                storage_options=storage_options)
+    mapped = bag.map_partitions(map_partition, plugin=plugin, store_url=store_url,
+                                config=spec.face, storage_options=storage_options)
     mapped = client.persist(mapped)
     if progress:
         show_progress(mapped)
-    faces = mapped.compute()
+    try:
+        faces = [item[1] for item in mapped.filter(_is_face).compute()]
+    except Exception as error:
+        raise StageError(f"the map stage failed: {type(error).__name__}: {error}; the "
+                         "scheduler and worker logs give the cause") from error
     timings["map_seconds"] = round(time.perf_counter() - started, 2)
     logger.info("Map stage finished: %d of %d images usable", sum(f["status"] == "ok"
                                                                     for f in faces), len(faces))
 
-    # The shape predictor is not needed any more; its ~100 MB go back before the NeRF fits.
+    # The shape predictor is not needed any more; its ~100 MB go back before the reduce step.
     client.run(release_models)
 
     started = time.perf_counter()
-    from daskavatar.nerf.presets import PRESETS
-    from daskavatar.nerf.programs import compile_programs
-    compiled = compile_programs(PRESETS[config.preset])
-    timings["compile_seconds"] = round(time.perf_counter() - started, 2)
+    plugin.prepare(client)
+    timings["prepare_seconds"] = round(time.perf_counter() - started, 2)
 
     started = time.perf_counter()
-    groups = mapped.groupby(lambda face: face["identity"], npartitions=spec.num_reduce_tasks,
-                            shuffle="tasks")
-    reduced = groups.map_partitions(reduce_partition, store_url=store_url,
-                                    output_path=spec.output_path, config=config,
-                                    compiled=compiled, storage_options=storage_options)
+    groups = mapped.filter(_is_emitted).groupby(_emitted_key, npartitions=spec.num_reduce_tasks,
+                                                shuffle="tasks")
+    reduced = groups.map_partitions(reduce_partition, plugin=plugin, store_url=store_url,
+                                    output_path=spec.output_path,
+                                    storage_options=storage_options)
     reduced = client.persist(reduced)
     if progress:
         show_progress(reduced)
     try:
-        avatars = reduced.compute()
+        results = reduced.compute()
     except Exception as error:
-        raise StageError(f"the reduce stage failed: {error}") from error
+        raise StageError(f"the reduce stage failed: {type(error).__name__}: {error}; the "
+                         "scheduler and worker logs give the cause") from error
     timings["reduce_seconds"] = round(time.perf_counter() - started, 2)
 
+    started = time.perf_counter()
+    finish = client.submit(finish_job, plugin, results, output_path=spec.output_path,
+                           storage_options=storage_options, pure=False)
+    try:
+        finished = finish.result()
+    except Exception as error:
+        raise StageError(f"the finish step of plugin {spec.plugin_name} failed: {error}") \
+            from error
+    timings["finish_seconds"] = round(time.perf_counter() - started, 2)
+
     restarted = _count_restarts(worker_pids, client.run(os.getpid))
-    report = JobReport.build(spec=spec, faces=faces, avatars=avatars, timings=timings,
-                             worker_restarts=restarted)
+    report = JobReport.build(spec=spec, faces=faces, results=results, finished=finished,
+                             timings=timings, worker_restarts=restarted)
     write_json(join(spec.output_path, "job.json"), report.to_dict(),
                storage_options=storage_options)
-    logger.info("Job finished: %d avatars written to %s", report.counts["avatars"],
-                spec.output_path)
+    logger.info("Job finished: %d of %d keys done, outputs in %s", report.counts["results"],
+                report.counts["identities"], spec.output_path)
     return report
 
 
-def map_partition(images, *, store_url, config, storage_options=None) -> list[dict]:
-    """Analyse a partition's images and write their rows of ``features.zarr``.
+def map_partition(images, *, plugin, store_url, config, storage_options=None) -> list[tuple]:
+    """Analyse a partition's images, write their rows of ``features.zarr``, run ``plugin.map``.
 
     ``images`` are consecutive :class:`ImageRecord` rows starting at a chunk boundary.
-    Returns one face record (a small dict) per image, usable or rejected.
+    Returns ``("face", record)`` for every image, usable or rejected, and ``("emit", key,
+    record)`` for every record the plugin emitted.
     """
     images = list(images)
     if not images:
@@ -142,13 +187,16 @@ def map_partition(images, *, store_url, config, storage_options=None) -> list[di
             "intrinsics": np.zeros((count, 3, 3), np.float32),
             "reprojection_error": np.full(count, np.nan, np.float32),
             "status": np.full(count, STATUS_REJECTED, np.int8)}
+    keep_crops = "crops" in plugin.features
 
     faces = []
     with PeakMemory() as peak:
         for index, image in enumerate(images):
             result = analyse_image(image.url, config, storage_options=storage_options)
             if result.status == "ok":
-                write_crop(store_url, image.row, result.crop, storage_options=storage_options)
+                if keep_crops:
+                    write_crop(store_url, image.row, result.crop,
+                               storage_options=storage_options)
                 meta["landmarks"][index] = result.landmarks
                 meta["c2w"][index] = result.c2w
                 meta["intrinsics"][index] = result.intrinsics
@@ -166,6 +214,13 @@ def map_partition(images, *, store_url, config, storage_options=None) -> list[di
 
         write_partition(store_url, images[0].row, meta, storage_options=storage_options)
 
+        context = MapContext(images=images, faces=faces, store_url=store_url,
+                             rows=(images[0].row, images[-1].row + 1),
+                             storage_options=storage_options,
+                             _decode=functools.partial(_decode, config=config,
+                                                       storage_options=storage_options))
+        plugin.map(context)
+
     # One warning per partition, not per image, so a folder of broken files cannot flood
     # the worker logs. job.json lists every rejected image with its message.
     rejected = collections.Counter(f["status"] for f in faces if f["status"] != "ok")
@@ -176,15 +231,67 @@ def map_partition(images, *, store_url, config, storage_options=None) -> list[di
 
     for face in faces:
         face["worker_peak_rss_mib"] = peak.mib
-    return faces
+    return [("face", face) for face in faces] + \
+        [("emit", key, record) for key, record in context._emitted]
 
 
-def reduce_partition(groups, *, store_url, output_path, config, compiled,
+def reduce_partition(groups, *, plugin, store_url, output_path,
                      storage_options=None) -> list[dict]:
-    """Build the avatar of every ``(identity, face records)`` group of one partition."""
-    return [build_avatar(identity, list(faces), store_url=store_url, output_path=output_path,
-                         config=config, compiled=compiled, storage_options=storage_options)
-            for identity, faces in groups]
+    """Run ``plugin.reduce`` for every ``(key, emitted items)`` group of one partition.
+
+    A key whose reduce step raises is reported as ``failed`` with the error; the other keys
+    of the partition go on.
+    """
+    results = []
+    for key, items in groups:
+        records = [item[2] for item in items]
+        folder = join(output_path, plugin.output_folder, safe_name(key))
+        context = ReduceContext(key=key, records=records, folder=folder, store_url=store_url,
+                                storage_options=storage_options)
+        entry = {"identity": key, "photos": len(records),
+                 "usable_photos": sum(r.get("status") == "ok" for r in records),
+                 "folder": folder}
+        try:
+            with PeakMemory() as peak:
+                entry.update(plugin.reduce(context) or {})
+        except Exception as error:
+            logger.exception("Plugin %s failed on key %r", plugin.name, key)
+            entry.update(status="failed", reason=type(error).__name__, message=str(error))
+        else:
+            entry.setdefault("status", "ok")
+            entry.setdefault("worker_peak_rss_mib", peak.mib)
+        finally:
+            release_memory()
+        results.append(entry)
+    return results
+
+
+def finish_job(plugin, results, *, output_path, storage_options=None) -> dict:
+    """Run ``plugin.finish`` over every key's result; runs as one task on a worker."""
+    context = FinishContext(results=sorted(results, key=lambda r: r["identity"]),
+                            folder=output_path, storage_options=storage_options)
+    with PeakMemory() as peak:
+        summary = plugin.finish(context) or {}
+    summary.setdefault("worker_peak_rss_mib", peak.mib)
+    summary.setdefault("worker_rss_after_mib", rss_mib())
+    return summary
+
+
+def _decode(image, *, config, storage_options) -> np.ndarray:
+    return read_image(image.url, max_pixels=config.max_image_pixels,
+                      storage_options=storage_options)
+
+
+def _is_face(item) -> bool:
+    return item[0] == "face"
+
+
+def _is_emitted(item) -> bool:
+    return item[0] == "emit"
+
+
+def _emitted_key(item) -> str:
+    return item[1]
 
 
 def _check_output_path(output_path: str, storage_options) -> None:

@@ -7,9 +7,11 @@ A job arrives as JSON from the CLI, the REST API or Python::
      "input_paths": ["faces/**/*.jpg"], "output_path": "out/",
      "num_map_tasks": 4, "num_reduce_tasks": 2}
 
-Config values may arrive as strings and are parsed here. Unknown keys are an error that names
-the key, so a typo never silently falls back to a default. Defaults come from the Dask config
-(``daskavatar.job``), see :mod:`daskavatar.config`.
+The ``config`` block holds the map-stage keys of :class:`FaceConfig`, shared by every
+plugin, and the keys of the selected plugin's ``config_class``. Values may arrive as strings
+and are parsed here. Unknown keys are an error that names the key, so a typo never silently
+falls back to a default. Defaults come from the Dask config (``daskavatar.job`` and
+``daskavatar.plugins.<plugin-name>``), see :mod:`daskavatar.config`.
 """
 
 from __future__ import annotations
@@ -24,22 +26,15 @@ from daskavatar.exceptions import JobSpecError
 
 SPEC_KEYS = ("plugin_name", "config", "input_paths", "output_path", "num_map_tasks",
              "num_reduce_tasks")
-OUTPUT_FORMATS = ("obj", "ply", "glb")
-PLUGIN_NAMES = ("NeRF_Avatar",)
+DEFAULT_PLUGIN = "NeRF_Avatar"
 
 
 @dataclasses.dataclass(frozen=True)
-class AvatarConfig:
-    """Settings of the NeRF_Avatar job, from the job JSON ``config`` block."""
+class FaceConfig:
+    """Settings of the map stage that every plugin shares, from the job ``config`` block."""
 
     output_resolution: int
     """Side of the aligned square face crop in pixels; also the NeRF training image size."""
-    max_iterations: int
-    """NeRF optimisation steps per identity."""
-    output_format: str
-    """Mesh file format: ``obj``, ``ply`` or ``glb``."""
-    preset: str
-    """NeRF preset name (``paper`` or ``small``), see :mod:`daskavatar.nerf.presets`."""
     identities_csv: str | None
     """CSV with ``file,person_id`` rows; overrides identities taken from folder names."""
     detector_upsample: int
@@ -54,57 +49,63 @@ class AvatarConfig:
     """Assumed focal length in pixels as a multiple of the longer image side."""
     crop_scale: float
     """Crop side as a multiple of the larger extent of the 68 landmarks."""
-    mesh_resolution: int
-    """Marching-cubes grid cells per axis."""
-    preview_views: int
-    """Number of turntable views in ``preview.png``."""
-    preview_resolution: int
-    """Side of each preview view in pixels."""
-    seed: int
-    """Seed of the NeRF initialisation and ray sampling."""
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> AvatarConfig:
-        """Build the config from the job's ``config`` block over the Dask config defaults.
-
-        Raises :class:`JobSpecError` for an unknown key or a value of the wrong type.
-        """
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(fields))
+    def from_dict(cls, values: dict[str, Any]) -> FaceConfig:
+        """Build the map-stage config from ``values`` over the defaults in ``daskavatar.job``."""
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise JobSpecError(
-                f"unknown config key {unknown[0]!r}; valid keys are: {', '.join(sorted(fields))}")
+            raise JobSpecError(f"unknown map-stage config key {unknown[0]!r}")
+        return parse_config(cls, values, defaults_key="job")
 
-        parsed = {}
-        for name, field in fields.items():
-            raw = values.get(name, _config.get(f"job.{name}"))
-            parsed[name] = _parse_value(name, raw, field.type)
-
-        result = cls(**parsed)
-        result._validate()
-        return result
-
-    def _validate(self) -> None:
-        if self.output_format not in OUTPUT_FORMATS:
-            raise JobSpecError(f"invalid output_format {self.output_format!r}; "
-                               f"use one of {', '.join(OUTPUT_FORMATS)}")
+    def validate(self) -> None:
         if not 32 <= self.output_resolution <= 1024:
             raise JobSpecError(f"invalid output_resolution {self.output_resolution}; "
                                "use a value from 32 to 1024 pixels")
-        if self.max_iterations < 1:
-            raise JobSpecError(f"invalid max_iterations {self.max_iterations}; use 1 or more")
-        if not 16 <= self.mesh_resolution <= 256:
-            raise JobSpecError(f"invalid mesh_resolution {self.mesh_resolution}; "
-                               "use a value from 16 to 256")
         if self.crop_scale < 1.0:
             raise JobSpecError(f"invalid crop_scale {self.crop_scale}; use 1.0 or more")
+        if self.detector_upsample < 0:
+            raise JobSpecError(f"invalid detector_upsample {self.detector_upsample}; "
+                               "use 0 or more")
 
-        # Imported here: the presets module is light, but keeping jax out of the spec path
-        # lets the CLI validate a job without importing the NeRF stack.
-        from daskavatar.nerf.presets import PRESETS
-        if self.preset not in PRESETS:
-            raise JobSpecError(f"unknown NeRF preset {self.preset!r}; "
-                               f"use one of {', '.join(sorted(PRESETS))}")
+
+def parse_config(config_class: type, values: dict[str, Any], *, defaults_key: str,
+                 defaults: dict[str, Any] | None = None):
+    """Build ``config_class`` from ``values``, parsing strings such as ``"300"``.
+
+    A field missing from ``values`` takes, in order, its value in ``defaults``, the Dask
+    config ``daskavatar.<defaults_key>.<field>``, or the dataclass default. ``values`` must
+    only hold fields of ``config_class``. A ``validate()`` method of the class is called
+    last; it raises :class:`JobSpecError` (or ``ValueError``) naming the bad value.
+    """
+    parsed = {}
+    for field in dataclasses.fields(config_class):
+        if field.name in values:
+            raw = values[field.name]
+        elif defaults and field.name in defaults:
+            raw = defaults[field.name]
+        else:
+            raw = _config.get(f"{defaults_key}.{field.name}", _MISSING)
+            if raw is _MISSING and field.default is not dataclasses.MISSING:
+                raw = field.default
+            elif raw is _MISSING:
+                raise JobSpecError(f"missing value for config key {field.name!r}; set it in "
+                                   f"the job config or in daskavatar.{defaults_key}")
+        parsed[field.name] = _parse_value(field.name, raw, field.type)
+
+    result = config_class(**parsed)
+    validate = getattr(result, "validate", None)
+    if validate is not None:
+        try:
+            validate()
+        except JobSpecError:
+            raise
+        except ValueError as error:
+            raise JobSpecError(str(error)) from None
+    return result
+
+
+_MISSING = object()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,17 +113,25 @@ class JobSpec:
     """A validated job: which plugin runs on which inputs, and where the outputs go."""
 
     plugin_name: str
-    config: AvatarConfig
+    """The plugin's registered name, whatever case the job used."""
+    face: FaceConfig
+    plugin_config: Any
+    """The plugin's own settings, an instance of its ``config_class``."""
     input_paths: tuple[str, ...]
     output_path: str
     num_map_tasks: int
     num_reduce_tasks: int
+    plugin_class: type = dataclasses.field(default=None, compare=False, repr=False)
     raw_config: dict[str, Any] = dataclasses.field(default_factory=dict)
     """The ``config`` block as the user wrote it, kept for the job report."""
 
     @classmethod
-    def from_dict(cls, spec: dict[str, Any]) -> JobSpec:
-        """Validate a job JSON object; raise :class:`JobSpecError` naming the bad value."""
+    def from_dict(cls, spec: dict[str, Any], *, plugin_class: type | None = None) -> JobSpec:
+        """Validate a job JSON object; raise :class:`JobSpecError` naming the bad value.
+
+        The plugin is looked up by ``plugin_name`` among the installed ones unless
+        ``plugin_class`` is given.
+        """
         if not isinstance(spec, dict):
             raise JobSpecError(f"a job must be a JSON object, got {type(spec).__name__}")
         unknown = sorted(set(spec) - set(SPEC_KEYS))
@@ -133,10 +142,9 @@ class JobSpec:
             if key not in spec:
                 raise JobSpecError(f"missing job key {key!r}")
 
-        plugin_name = spec.get("plugin_name", "NeRF_Avatar")
-        if _normalise_name(plugin_name) not in {_normalise_name(p) for p in PLUGIN_NAMES}:
-            raise JobSpecError(f"unknown plugin_name {plugin_name!r}; installed plugins: "
-                               f"{', '.join(PLUGIN_NAMES)}")
+        if plugin_class is None:
+            from daskavatar.plugins.registry import get_plugin
+            plugin_class = get_plugin(spec.get("plugin_name", DEFAULT_PLUGIN))
 
         input_paths = spec["input_paths"]
         if isinstance(input_paths, str):
@@ -147,38 +155,53 @@ class JobSpec:
         output_path = spec["output_path"]
         if not isinstance(output_path, str) or not output_path:
             raise JobSpecError(f"invalid output_path {output_path!r}; give a folder path or URL")
+        # Workers may run in another folder, so a relative local path is resolved here,
+        # against the folder of the process that submits the job.
+        if "://" not in output_path:
+            output_path = os.path.abspath(output_path)
 
         raw_config = spec.get("config") or {}
         if not isinstance(raw_config, dict):
             raise JobSpecError(f"invalid config {raw_config!r}; give a JSON object")
+        face, plugin_config = _split_config(raw_config, plugin_class)
 
         return cls(
-            plugin_name="NeRF_Avatar",
-            config=AvatarConfig.from_dict(raw_config),
+            plugin_name=plugin_class.name,
+            face=face,
+            plugin_config=plugin_config,
             input_paths=tuple(input_paths),
             output_path=output_path,
             num_map_tasks=_parse_count("num_map_tasks", spec.get("num_map_tasks", 1)),
             num_reduce_tasks=_parse_count("num_reduce_tasks", spec.get("num_reduce_tasks", 1)),
+            plugin_class=plugin_class,
             raw_config=dict(raw_config),
         )
+
+    def make_plugin(self):
+        """Return a new plugin object configured for this job."""
+        return self.plugin_class(self.plugin_config, face=self.face)
 
     @classmethod
     def from_file(cls, path: str) -> JobSpec:
         """Read and validate a job JSON file."""
+        return cls.from_dict(cls.read_file(path))
+
+    @staticmethod
+    def read_file(path: str) -> dict[str, Any]:
+        """Read a job JSON file without validating it; raise :class:`JobSpecError`."""
         if not os.path.exists(path):
             raise JobSpecError(f"job file {path!r} not found")
         with open(path) as f:
             try:
-                spec = json.load(f)
+                return json.load(f)
             except json.JSONDecodeError as error:
                 raise JobSpecError(f"job file {path!r} is not valid JSON: {error}") from error
-        return cls.from_dict(spec)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the job JSON, with the effective config values filled in."""
         return {
             "plugin_name": self.plugin_name,
-            "config": dataclasses.asdict(self.config),
+            "config": {**dataclasses.asdict(self.face), **dataclasses.asdict(self.plugin_config)},
             "input_paths": list(self.input_paths),
             "output_path": self.output_path,
             "num_map_tasks": self.num_map_tasks,
@@ -186,8 +209,21 @@ class JobSpec:
         }
 
 
-def _normalise_name(name: str) -> str:
-    return str(name).replace("_", "").replace("-", "").lower()
+def _split_config(raw_config: dict[str, Any], plugin_class: type):
+    """Parse the ``config`` block into the map-stage and the plugin's settings."""
+    face_keys = {f.name for f in dataclasses.fields(FaceConfig)}
+    plugin_keys = {f.name for f in dataclasses.fields(plugin_class.config_class)}
+    unknown = sorted(set(raw_config) - face_keys - plugin_keys)
+    if unknown:
+        raise JobSpecError(f"unknown config key {unknown[0]!r} for plugin {plugin_class.name}; "
+                           f"valid keys are: {', '.join(sorted(face_keys | plugin_keys))}")
+
+    face = parse_config(FaceConfig, {k: v for k, v in raw_config.items() if k in face_keys},
+                        defaults_key="job", defaults=plugin_class.face_defaults)
+    plugin_config = parse_config(
+        plugin_class.config_class, {k: v for k, v in raw_config.items() if k in plugin_keys},
+        defaults_key=f"plugins.{plugin_class.name.lower().replace('_', '-')}")
+    return face, plugin_config
 
 
 def _parse_count(key: str, value: Any) -> int:
@@ -199,11 +235,20 @@ def _parse_count(key: str, value: Any) -> int:
 
 def _parse_value(name: str, value: Any, type_name: str) -> Any:
     """Parse ``value`` to the annotated type; strings such as ``"300"`` are accepted."""
-    type_name = str(type_name)
+    type_name = type_name.__name__ if isinstance(type_name, type) else str(type_name)
     if value is None:
         if "None" in type_name:
             return None
         raise JobSpecError(f"missing value for config key {name!r}")
+
+    if type_name.startswith("bool"):
+        text = str(value).strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off"):
+            return False
+        raise JobSpecError(f"invalid value {value!r} for config key {name!r}; "
+                           "expected true or false")
 
     try:
         if type_name.startswith("int"):
@@ -218,4 +263,8 @@ def _parse_value(name: str, value: Any, type_name: str) -> Any:
 
     if not isinstance(value, str):
         raise JobSpecError(f"invalid value {value!r} for config key {name!r}; expected a string")
-    return value.strip().lower() if name in ("output_format", "preset") else value
+    return value.strip().lower() if name in _LOWER_CASE_KEYS else value
+
+
+_LOWER_CASE_KEYS = ("output_format", "preset", "archive")
+"""Keys whose values are names from a fixed list, matched in any case."""

@@ -1,54 +1,112 @@
-"""The reduce step of the ``NeRF_Avatar`` plugin: one 3D avatar per identity.
+"""The built-in ``NeRF_Avatar`` plugin: one 3D avatar per identity.
 
-For one identity it reads the usable rows of ``features.zarr``, masks each crop's
-background using its landmarks, fits a NeRF, renders a turntable preview, extracts a mesh
-by marching cubes and writes ``avatars/<identity>/{mesh.<fmt>, preview.png, report.json}``.
-``report.json`` is written last, so its presence means the other files are complete.
-The map stage that fills the store is in :mod:`daskavatar.faces.pipeline`.
+For one identity the reduce step reads the usable rows of ``features.zarr``, masks each
+crop's background using its landmarks, fits a NeRF, renders a turntable preview, extracts a
+mesh by marching cubes and writes ``avatars/<identity>/{mesh.<fmt>, preview.png,
+report.json}``. ``report.json`` is written last, so its presence means the other files are
+complete. The NeRF itself is in :mod:`daskavatar.nerf`; the plugin interface in
+:mod:`daskavatar.plugins.base`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import re
 import time
 
 import numpy as np
 
+from daskavatar.exceptions import JobSpecError
 from daskavatar.export.previews import png_bytes, tile_views
 from daskavatar.faces.align import face_mask
 from daskavatar.faces.pose import euler_angles
 from daskavatar.io.outputs import join, write_bytes, write_json
 from daskavatar.io.store import STATUS_OK, read_rows
 from daskavatar.jobs.memory import PeakMemory, release_memory, rss_mib
+from daskavatar.plugins.base import MapReducePlugin
 
 logger = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = ("obj", "ply", "glb")
 
 PREVIEW_ANGLES = 40.0
 """Half range in degrees of the turntable preview around the most frontal photo."""
 
 
-def avatar_folder(output_path: str, identity: str) -> str:
-    """Return the output folder of ``identity``, with unsafe characters replaced."""
-    return join(output_path, "avatars", safe_name(identity))
+@dataclasses.dataclass(frozen=True)
+class NeRFAvatarConfig:
+    """The ``NeRF_Avatar`` keys of the job ``config`` block (defaults in daskavatar.yaml)."""
+
+    max_iterations: int
+    """NeRF optimisation steps per identity."""
+    output_format: str
+    """Mesh file format: ``obj``, ``ply`` or ``glb``."""
+    preset: str
+    """NeRF preset name, see :mod:`daskavatar.nerf.presets`."""
+    mesh_resolution: int
+    """Marching-cubes grid cells per axis."""
+    preview_views: int
+    """Number of turntable views in ``preview.png``."""
+    preview_resolution: int
+    """Side of each preview view in pixels."""
+    seed: int
+    """Seed of the NeRF initialisation and ray sampling."""
+
+    def validate(self) -> None:
+        if self.output_format not in OUTPUT_FORMATS:
+            raise JobSpecError(f"invalid output_format {self.output_format!r}; "
+                               f"use one of {', '.join(OUTPUT_FORMATS)}")
+        if self.max_iterations < 1:
+            raise JobSpecError(f"invalid max_iterations {self.max_iterations}; use 1 or more")
+        if not 16 <= self.mesh_resolution <= 256:
+            raise JobSpecError(f"invalid mesh_resolution {self.mesh_resolution}; "
+                               "use a value from 16 to 256")
+
+        # The presets module is light; importing it here keeps jax out of job validation.
+        from daskavatar.nerf.presets import PRESETS
+        if self.preset not in PRESETS:
+            raise JobSpecError(f"unknown NeRF preset {self.preset!r}; "
+                               f"use one of {', '.join(sorted(PRESETS))}")
 
 
-def safe_name(identity: str) -> str:
-    """Return ``identity`` usable as one path segment on every filesystem and object store."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", identity).strip("._") or "unnamed"
+class NeRFAvatar(MapReducePlugin):
+    """Fit a NeRF per identity and export its mesh and a turntable preview."""
+
+    name = "NeRF_Avatar"
+    config_class = NeRFAvatarConfig
+    features = ("crops", "landmarks", "c2w", "intrinsics")
+    outputs = ("mesh.<output_format>", "preview.png", "report.json")
+    output_folder = "avatars"
+
+    compiled: dict | None = None
+    """Serialised train, render and query programs, compiled once per job on the client."""
+
+    def prepare(self, client) -> None:
+        # Compiling the paper train step inside a 512 MB worker peaks above the restart
+        # threshold; the client compiles once and the workers only deserialise.
+        from daskavatar.nerf.presets import PRESETS
+        from daskavatar.nerf.programs import compile_programs
+
+        self.compiled = compile_programs(PRESETS[self.config.preset])
+
+    def reduce(self, context) -> dict:
+        return build_avatar(context.key, context.records, store_url=context.store_url,
+                            folder=context.folder, config=self.config, compiled=self.compiled,
+                            storage_options=context.storage_options)
 
 
-def build_avatar(identity: str, records: list[dict], *, store_url: str, output_path: str,
-                 config, compiled: dict | None, storage_options=None) -> dict:
+def build_avatar(identity: str, records: list[dict], *, store_url: str, folder: str,
+                 config: NeRFAvatarConfig, compiled: dict | None, storage_options=None) -> dict:
     """Fit, render and export the avatar of one identity and return its report entry.
 
-    A failure of this identity is returned as ``status: failed`` with the error. It does not
-    fail the task, so the other identities of the partition go on.
+    ``report.json`` is written last into ``folder``. A failure of this identity is
+    returned as ``status: failed`` with the error. It does not fail the task, so the other
+    identities of the partition go on.
     """
     start = time.perf_counter()
     rows = sorted(r["row"] for r in records if r["status"] == "ok")
     entry = {"identity": identity, "photos": len(records), "usable_photos": len(rows),
-             "folder": avatar_folder(output_path, identity)}
+             "folder": folder}
     if not rows:
         entry.update(status="skipped", reason="no_usable_photos",
                      message=f"none of the {len(records)} photos of {identity!r} has a usable face")
@@ -58,7 +116,7 @@ def build_avatar(identity: str, records: list[dict], *, store_url: str, output_p
     try:
         with PeakMemory() as peak:
             entry.update(_build(identity, rows, store_url=store_url, config=config,
-                                compiled=compiled, folder=entry["folder"],
+                                compiled=compiled, folder=folder,
                                 storage_options=storage_options))
     except Exception as error:
         logger.exception("The avatar of %r failed", identity)
@@ -70,7 +128,7 @@ def build_avatar(identity: str, records: list[dict], *, store_url: str, output_p
     entry["seconds"] = round(time.perf_counter() - start, 2)
     entry["worker_peak_rss_mib"] = peak.mib
     entry["worker_rss_after_mib"] = rss_mib()
-    write_json(join(entry["folder"], "report.json"), entry, storage_options=storage_options)
+    write_json(join(folder, "report.json"), entry, storage_options=storage_options)
     logger.info("Finished the avatar of %r: training PSNR %.2f dB in %.1f s", identity,
                 entry["train_psnr"], entry["seconds"])
     return entry

@@ -11,7 +11,7 @@ from daskavatar.faces.models import model_path, SHAPE_PREDICTOR_FILE
 from daskavatar.faces.pipeline import analyse_image
 from daskavatar.faces.pose import euler_angles, estimate_pose, intrinsics_for, landmark_template
 from daskavatar.io.images import read_image
-from daskavatar.jobs.spec import AvatarConfig
+from daskavatar.jobs.spec import FaceConfig
 from tests.conftest import shared_path
 
 PEOPLE = ["obama/obama.jpg", "biden/biden.jpg", "kit_harington/john1.jpeg",
@@ -136,7 +136,7 @@ def test_crop_intrinsics_project_landmarks():
 
 
 def test_pipeline_reports_reasons(tmp_path):
-    config = AvatarConfig.from_dict({"output_resolution": "64"})
+    config = FaceConfig.from_dict({"output_resolution": "64"})
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
     text = tmp_path / "notes.jpg"
@@ -150,14 +150,14 @@ def test_pipeline_reports_reasons(tmp_path):
     assert analyse_image(str(blank), config).status == "no_face"
     assert analyse_image(str(tmp_path / "missing.jpg"), config).status == "unreadable"
 
-    too_large = AvatarConfig.from_dict({"max_image_pixels": "1000"})
+    too_large = FaceConfig.from_dict({"max_image_pixels": "1000"})
     result = analyse_image(str(blank), too_large)
     assert result.status == "too_large"
     assert "max_image_pixels" in result.message
 
 
 def test_pipeline_decodes_rgba_edge_case():
-    config = AvatarConfig.from_dict({"output_resolution": "64"})
+    config = FaceConfig.from_dict({"output_resolution": "64"})
     url = shared_path("faces_face_recognition", "_edge_cases", "32bit.png")
 
     result = analyse_image(url, config)

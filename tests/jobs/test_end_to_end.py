@@ -50,8 +50,8 @@ def test_job_outputs(job_result):
     assert report.counts["images"] == 6
     assert report.counts["usable_faces"] == 5
     assert report.rejects_by_reason == {"unreadable": 1}
-    assert report.counts["avatars"] == 3
-    identities = sorted(a["identity"] for a in report.avatars)
+    assert report.counts["results"] == 3
+    identities = sorted(a["identity"] for a in report.results)
     assert identities == ["_multi_face__two_people", "biden", "rose_leslie"]
 
     for identity in ("biden", "rose_leslie"):
@@ -77,7 +77,8 @@ def test_job_json_lists_every_image(job_result):
     assert by_id["rose_leslie/broken.jpg"]["status"] == "unreadable"
     assert by_id["_multi_face/two_people.jpg"]["face_count"] == 2
     assert written["spec"]["config"]["max_iterations"] == 60
-    assert set(written["timings"]) == {"map_seconds", "compile_seconds", "reduce_seconds"}
+    assert set(written["timings"]) == {"map_seconds", "prepare_seconds", "reduce_seconds",
+                                      "finish_seconds"}
 
 
 def test_feature_store_contents(job_result):
@@ -153,5 +154,5 @@ def test_cli_runs_on_given_scheduler(cluster_client, photo_folder, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Dask dashboard: " in result.stdout
     assert "biden" in result.stdout
-    assert "1 avatars" in result.stdout
+    assert "1 identities done" in result.stdout
     assert (output / "avatars" / "biden" / "mesh.obj").exists()

@@ -17,9 +17,9 @@ JOB = {"plugin_name": "NeRF_Avatar",
 def test_string_values_parsed():
     spec = JobSpec.from_dict(JOB)
 
-    assert spec.config.output_resolution == 512
-    assert spec.config.max_iterations == 1000
-    assert spec.config.output_format == "obj"
+    assert spec.face.output_resolution == 512
+    assert spec.plugin_config.max_iterations == 1000
+    assert spec.plugin_config.output_format == "obj"
     assert spec.num_map_tasks == 10
     assert spec.input_paths == ("/data/faces/*.jpg",)
 
@@ -27,11 +27,11 @@ def test_string_values_parsed():
 def test_defaults_from_dask_config():
     job = dict(JOB, config={})
 
-    with dask.config.set({"daskavatar.job.max-iterations": 77}):
+    with dask.config.set({"daskavatar.plugins.nerf-avatar.max-iterations": 77}):
         spec = JobSpec.from_dict(job)
 
-    assert spec.config.max_iterations == 77
-    assert spec.config.preset == "paper"
+    assert spec.plugin_config.max_iterations == 77
+    assert spec.plugin_config.preset == "paper"
 
 
 @pytest.mark.parametrize("name", ["NeRF_Avatar", "nerf_avatar", "NerfAvatar", "nerf-avatar"])
@@ -45,7 +45,7 @@ def test_plugin_name_spellings(name):
     ({"config": {"max_iterations": "ten"}}, "invalid value 'ten' for config key 'max_iterations'"),
     ({"config": {"preset": "huge"}}, "unknown NeRF preset 'huge'"),
     ({"num_map_tasks": 0}, "invalid num_map_tasks 0"),
-    ({"plugin_name": "Gaussian"}, "unknown plugin_name 'Gaussian'; installed plugins: NeRF_Avatar"),
+    ({"plugin_name": "Gaussian"}, "unknown plugin_name 'Gaussian'; installed plugins: GAN_Dataset, NeRF_Avatar"),
     ({"extra": 1}, "unknown job key 'extra'"),
     ({"input_paths": []}, "invalid input_paths"),
 ])
