@@ -40,6 +40,7 @@ LEGO = os.path.join(DATA, "nerf_lego", "lego_100px")
 # the head scan's shoulders reach 1.55 units from the origin, lego's corners about 1.7.
 SCENE_SCALE = {"head": 0.75, "lego": 0.68}
 CHAMFER_POINTS = 50_000
+"""Points sampled on each surface for the Chamfer distance."""
 
 
 def load_scene(scene: str):
@@ -58,48 +59,15 @@ def load_scene(scene: str):
             load_blender_views(LEGO, "train", scale=scale, indices=held))
 
 
-def true_head_points(count: int, seed: int) -> tuple[np.ndarray, float]:
-    """Sample ``count`` points ``(count, 3)`` on the head scan in the scene's world frame.
-
-    Also returns the diagonal of the scan's bounding box in the same units.
-    """
-    import trimesh
-
-    with open(os.path.join(HEAD, "renders_200px", "render_meta.json")) as f:
-        transform = json.load(f)["gltf_to_world"]
-    mesh = trimesh.load(os.path.join(HEAD, "LeePerrySmith.glb"), force="mesh", process=False)
-    axes = np.asarray(transform["axis_map_world_from_gltf"])
-    centre = np.asarray(transform["translate_then_scale"]["center_subtracted_gltf"])
-    scale = transform["translate_then_scale"]["scale"] * SCENE_SCALE["head"]
-    mesh.vertices = ((mesh.vertices - centre) * scale) @ axes.T
-    points, _ = trimesh.sample.sample_surface(mesh, count, seed=seed)
-    diagonal = float(np.linalg.norm(mesh.bounds[1] - mesh.bounds[0]))
-    return np.asarray(points), diagonal
-
-
-def chamfer(vertices: np.ndarray, faces: np.ndarray, seed: int = 0) -> dict:
-    """Mean distances between the fitted mesh and the true scan, as fractions of its diagonal.
-
-    ``accuracy`` is from the fitted surface to the scan, ``completeness`` from the scan to
-    the fitted surface, and ``chamfer`` their mean.
-    """
-    import trimesh
-    from scipy.spatial import cKDTree
-
-    truth, diagonal = true_head_points(CHAMFER_POINTS, seed)
-    fitted = trimesh.Trimesh(vertices, faces, process=False)
-    points, _ = trimesh.sample.sample_surface(fitted, CHAMFER_POINTS, seed=seed)
-    accuracy = float(cKDTree(truth).query(points)[0].mean()) / diagonal
-    completeness = float(cKDTree(points).query(truth)[0].mean()) / diagonal
-    return {"accuracy": accuracy, "completeness": completeness,
-            "chamfer": (accuracy + completeness) / 2, "diagonal": diagonal}
-
-
 def run_fit(scene: str, compiled: dict, *, iterations: int, every: int, curve_views: int,
             test_views: int, mesh_resolution: int, seed: int) -> dict:
     """The worker task: fit, record the curve, evaluate and mesh. Returns a JSON-ready dict."""
+    import trimesh
+
     from daskavatar.jobs.memory import PeakMemory, release_memory, rss_mib
+    from daskavatar.nerf.losses import chamfer_distance
     from daskavatar.nerf.mesh import extract_mesh
+    from daskavatar.nerf.scenes import load_head_scan
     from daskavatar.nerf.programs import load_programs
     from daskavatar.nerf.train import evaluate_views, fit_nerf
 
@@ -138,8 +106,11 @@ def run_fit(scene: str, compiled: dict, *, iterations: int, every: int, curve_vi
             vertices, faces, _, level = extract_mesh(
                 programs, fit.params, resolution=mesh_resolution, viewpoint=viewpoint,
                 occupancy=fit.occupancy)
+            truth = load_head_scan(HEAD, scale=SCENE_SCALE["head"])
+            fitted = trimesh.Trimesh(vertices, faces, process=False)
             result["mesh"] = {"faces": int(len(faces)), "level": level,
-                              **chamfer(vertices, faces, seed)}
+                              **chamfer_distance(fitted, truth, num_points=CHAMFER_POINTS,
+                                                 seed=seed)}
     result["peak_rss_mib"] = round(peak.mib, 1)
     return result
 

@@ -57,3 +57,22 @@ def load_blender_views(folder: str, split: str, *, scale: float = 1.0,
     return TrainingViews(images=np.stack(images).astype(np.float32), c2w=np.stack(cameras),
                          intrinsics=np.repeat(intrinsics[None], len(frames), axis=0),
                          masks=np.stack(masks))
+
+
+def load_head_scan(folder: str, *, scale: float = 1.0):
+    """Load the head scan ``LeePerrySmith.glb`` in the world frame of its renders.
+
+    ``folder`` holds the scan and ``renders_200px/render_meta.json``, whose transform is
+    ``p_world = A @ ((p_gltf - center) * scale)``. ``scale`` multiplies the result, as in
+    :func:`load_blender_views`. Returns a ``trimesh.Trimesh``.
+    """
+    import trimesh
+
+    with open(os.path.join(folder, "renders_200px", "render_meta.json")) as f:
+        transform = json.load(f)["gltf_to_world"]
+    mesh = trimesh.load(os.path.join(folder, "LeePerrySmith.glb"), force="mesh", process=False)
+    axes = np.asarray(transform["axis_map_world_from_gltf"])
+    centre = np.asarray(transform["translate_then_scale"]["center_subtracted_gltf"])
+    factor = transform["translate_then_scale"]["scale"] * scale
+    mesh.vertices = ((mesh.vertices - centre) * factor) @ axes.T
+    return mesh

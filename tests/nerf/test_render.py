@@ -90,3 +90,104 @@ def test_rays_hit_bounding_sphere():
     assert near[0] == pytest.approx(3.0)
     assert far[0] == pytest.approx(5.0)
     assert near[1] == far[1]
+
+
+def test_importance_samples_follow_weights():
+    from daskavatar.nerf.sampler import importance_samples
+
+    t_vals = jnp.linspace(0.0, 10.0, 11)[None, :]
+    weights = jnp.zeros((1, 11)).at[0, 6].set(1.0)
+
+    merged = np.asarray(importance_samples(t_vals, weights, 16))[0]
+
+    assert merged.shape == (27,)
+    assert np.all(np.diff(merged) >= 0)
+    fine = np.setdiff1d(merged, np.arange(11.0))
+    # Sample 6 owns the interval between the midpoints 5.5 and 6.5.
+    assert len(fine) >= 14
+    assert np.all((fine >= 5.5 - 1e-3) & (fine <= 6.5 + 1e-3))
+
+
+def test_hash_grid_interpolates_linear_field():
+    from daskavatar.nerf.encoding import HashGrid, hash_grid_encoding
+
+    # One dense level: every grid vertex has its own entry, so trilinear interpolation of
+    # vertex values a . x reproduces the linear function exactly.
+    grid = HashGrid(num_levels=1, features_per_level=1, log2_table_size=12, base_resolution=8,
+                    max_resolution=8, radius=1.0)
+    side = 9
+    ix, iy, iz = np.meshgrid(np.arange(side), np.arange(side), np.arange(side), indexing="ij")
+    vertex_world = np.stack([ix, iy, iz], -1) / 8 * 2.0 - 1.0
+    a = np.array([0.3, -0.7, 1.1])
+    table = np.zeros((1, grid.table_size, 1), np.float32)
+    index = (ix + side * (iy + side * iz)).ravel()
+    table[0, index, 0] = (vertex_world.reshape(-1, 3) @ a)
+    points = np.random.default_rng(0).uniform(-1, 1, (200, 3)).astype(np.float32)
+
+    encoded = np.asarray(hash_grid_encoding(jnp.asarray(points), jnp.asarray(table), grid))
+
+    assert encoded.shape == (200, 1)
+    np.testing.assert_allclose(encoded[:, 0], points @ a, atol=1e-5)
+
+
+def test_hash_grid_levels_and_size():
+    from daskavatar.nerf.encoding import HashGrid, hash_grid_encoding
+
+    grid = HashGrid(num_levels=4, features_per_level=2, log2_table_size=10, base_resolution=4,
+                    max_resolution=32, radius=1.2)
+    table = np.random.default_rng(1).normal(size=(4, 1024, 2)).astype(np.float32)
+
+    encoded = hash_grid_encoding(jnp.zeros((5, 3)), jnp.asarray(table), grid)
+
+    np.testing.assert_array_equal(grid.resolutions(), [4, 8, 16, 32])
+    assert encoded.shape == (5, grid.output_size) == (5, 8)
+    # Points outside the cube are clamped to its faces, so the features stay finite.
+    far = hash_grid_encoding(jnp.full((1, 3), 50.0), jnp.asarray(table), grid)
+    assert np.all(np.isfinite(np.asarray(far)))
+
+
+def test_occupancy_carves_sphere_hull():
+    from daskavatar.nerf.occupancy import OccupancyGrid
+    from daskavatar.nerf.rays import orbit_cameras
+
+    size, radius = 48, 0.5
+    base = np.eye(4)
+    base[2, 3] = -3.0
+    cameras = np.concatenate([orbit_cameras(base, np.linspace(0, 315, 8)),
+                              _tilt(80) @ base[None]])
+    focal = 1.5 * size
+    intrinsics = np.array([[focal, 0, size / 2], [0, focal, size / 2], [0, 0, 1.0]])
+    intrinsics = np.repeat(intrinsics[None], len(cameras), axis=0)
+    masks = []
+    for c2w in cameras:
+        rays_o, rays_d = pixel_rays(np.repeat(c2w[None], size * size, 0),
+                                    np.repeat(intrinsics[:1], size * size, 0),
+                                    np.tile(np.arange(size) + 0.5, size),
+                                    np.repeat(np.arange(size) + 0.5, size))
+        near, far = sphere_bounds(rays_o, rays_d, radius=radius)
+        masks.append((far > near).reshape(size, size))
+
+    grid = OccupancyGrid.from_masks(np.stack(masks), cameras, intrinsics, resolution=32,
+                                    radius=1.2)
+
+    centres = grid.cell_centres()
+    occupied = grid.occupied.ravel()
+    norms = np.linalg.norm(centres, axis=1)
+    assert np.all(occupied[norms < radius])
+    # Every view sees the shell between 0.8 and 0.9, so all of it is carved away.
+    assert not np.any(occupied[(norms > 0.8) & (norms < 0.9)])
+    # Rays bounded by the grid still contain their whole chord through the sphere.
+    rays_o, rays_d = pixel_rays(np.repeat(cameras[:1], 3, 0), intrinsics[:3],
+                                np.array([24.0, 20.0, 2.0]), np.array([24.0, 26.0, 2.0]))
+    near, far = grid.ray_bounds(rays_o, rays_d)
+    sphere_near, sphere_far = sphere_bounds(rays_o, rays_d, radius=radius)
+    assert np.all(near[:2] <= sphere_near[:2]) and np.all(far[:2] >= sphere_far[:2])
+    assert far[0] - near[0] < 2.0
+    assert near[2] == far[2]
+
+
+def _tilt(degrees):
+    angle = np.radians(degrees)
+    rotation = np.eye(4)
+    rotation[1:3, 1:3] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    return rotation
