@@ -14,6 +14,10 @@ CLOSING_ITERATIONS = 3
 """Voxels by which gaps in the solid's surface are closed before its cavities are filled."""
 
 
+MIN_SOLID_FRACTION = 0.05
+"""Solids smaller than this fraction of the largest one are dropped as floaters."""
+
+
 def query_field(programs: Programs, params, points: np.ndarray, directions: np.ndarray):
     """Evaluate the field at ``points`` and unit ``directions`` ``(P, 3)`` in compiled chunks.
 
@@ -92,19 +96,22 @@ def extract_mesh(programs: Programs, params, *, resolution: int, viewpoint: np.n
 
 
 def _solidify(sigma: np.ndarray, level: float) -> np.ndarray:
-    """Keep the largest solid of ``sigma`` ``(N, N, N)`` above ``level``, with cavities filled.
+    """Drop floaters from ``sigma`` ``(N, N, N)`` and fill the cavities of its solids.
 
     No ray reaches the inside of the head, so its density is arbitrary, and where it dips
-    below the level marching cubes would add inner surfaces. Small solids apart from the
-    largest are floaters. Density in cavities is raised to twice the level and density of
-    other solids set to zero; the largest solid's boundary, and so the mesh there, stays.
+    below the level marching cubes would add inner surfaces. Solids (connected voxels at or
+    above ``level``) smaller than ``MIN_SOLID_FRACTION`` of the largest are floaters, and
+    their density is set to zero. Density in cavities of the others is raised to twice the
+    level. The boundary of the kept solids, and so the mesh there, stays as it was.
     """
     solid = sigma >= level
     labels, count = ndimage.label(solid)
     if count > 1:
         sizes = ndimage.sum_labels(solid, labels, index=np.arange(1, count + 1))
-        solid = labels == 1 + int(np.argmax(sizes))
-    filled = ndimage.binary_fill_holes(ndimage.binary_closing(solid, iterations=CLOSING_ITERATIONS))
+        kept = np.flatnonzero(sizes >= MIN_SOLID_FRACTION * sizes.max()) + 1
+        solid = np.isin(labels, kept)
+    filled = ndimage.binary_fill_holes(ndimage.binary_closing(solid,
+                                                              iterations=CLOSING_ITERATIONS))
 
     sigma = np.where(solid | ~(sigma >= level), sigma, 0.0)
     return np.where(filled & ~solid, 2.0 * level, sigma).astype(np.float32)

@@ -91,7 +91,7 @@ PRESETS = {
     "fast": NerfPreset(name="fast", encoding="hash", num_layers=1, width=64, skip_layer=-1,
                        num_pos_freqs=0, num_dir_freqs=2, num_samples=32, batch_rays=1024,
                        chunk_rays=128, render_rays=512, query_points=4096,
-                       learning_rate=1e-2, learning_rate_final=1e-3, mesh_level=20.0,
+                       learning_rate=1e-2, learning_rate_final=1e-3, mesh_level=10.0,
                        hash_levels=16, hash_features=2, hash_log2_table=15,
                        hash_base_resolution=16, hash_max_resolution=256, geo_features=15,
                        occupancy_resolution=64, adam_eps=1e-15),
