@@ -17,8 +17,9 @@ The fit runs as one task on an embedded LocalCluster with one single-threaded wo
 preset's programs. Every ``--every`` steps the task renders ``--curve-views`` held-out views,
 which gives the curve of quality against time; the rendering is not counted as training
 time. The worker's CPU time is recorded beside wall time, because other processes on a
-shared machine lengthen wall time. At the end it renders ``--test-views`` held-out views for the final PSNR and SSIM. The
-script prints Markdown and writes everything as JSON to ``--output``.
+shared machine lengthen wall time. At the end it renders ``--test-views`` held-out views for
+the final PSNR and SSIM. The script prints Markdown and writes everything as JSON to
+``--output``.
 """
 
 from __future__ import annotations

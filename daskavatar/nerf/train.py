@@ -47,6 +47,9 @@ class FitResult:
     final_loss: float
     seconds: float
     """Wall time of the fit, without the time spent in the callback."""
+    cpu_seconds: float
+    """CPU time of this process during the fit, without the callback's. On a machine shared
+    with other work it estimates the wall time on an idle core."""
     iterations: int
     occupancy: OccupancyGrid | None = None
     """The occupancy grid after the last refresh, for rendering and meshing; None when the
@@ -65,7 +68,9 @@ def fit_nerf(views: TrainingViews, programs: Programs, *, max_iterations: int, s
     preset = programs.preset
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
+    cpu_start = time.process_time()
     excluded = 0.0
+    cpu_excluded = 0.0
 
     occupancy = _initial_occupancy(views, programs)
     params = init_params(preset, seed)
@@ -91,8 +96,10 @@ def fit_nerf(views: TrainingViews, programs: Programs, *, max_iterations: int, s
 
         if callback is not None and callback_every and (step + 1) % callback_every == 0:
             paused = time.perf_counter()
+            cpu_paused = time.process_time()
             callback(step + 1, params, occupancy, paused - start - excluded)
             excluded += time.perf_counter() - paused
+            cpu_excluded += time.process_time() - cpu_paused
 
     eval_rng = np.random.default_rng(seed + 1)
     rays_o, rays_d, near, far, target = views.sample(eval_rng, EVAL_RAYS, occupancy)
@@ -100,8 +107,9 @@ def fit_nerf(views: TrainingViews, programs: Programs, *, max_iterations: int, s
     train_psnr = psnr_from_mse(np.mean((predicted - target) ** 2))
 
     seconds = time.perf_counter() - start - excluded
+    cpu_seconds = time.process_time() - cpu_start - cpu_excluded
     return FitResult(params=params, train_psnr=train_psnr, final_loss=loss, seconds=seconds,
-                     iterations=max_iterations, occupancy=occupancy)
+                     cpu_seconds=cpu_seconds, iterations=max_iterations, occupancy=occupancy)
 
 
 def _initial_occupancy(views: TrainingViews, programs: Programs) -> OccupancyGrid | None:
