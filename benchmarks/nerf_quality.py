@@ -63,7 +63,7 @@ def load_scene(scene: str):
 
 def run_fit(scene: str, compiled: dict, *, iterations: int, every: int, curve_views: int,
             test_views: int, mesh_resolution: int, seed: int) -> dict:
-    """The worker task: fit, record the curve, evaluate and mesh. Returns a JSON-ready dict."""
+    """Fit, record the curve, evaluate and mesh; the worker task. Returns a JSON-ready dict."""
     import trimesh
 
     from daskavatar.jobs.memory import PeakMemory, release_memory, rss_mib

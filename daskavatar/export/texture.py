@@ -18,7 +18,7 @@ from scipy import ndimage
 logger = logging.getLogger(__name__)
 
 CANDIDATE_TEXELS = 2 ** 19
-"""Candidate texels tested per NumPy pass of the rasteriser; bounds its temporaries to
+"""Candidate texels tested per NumPy pass of the rasteriser. It bounds the temporaries to
 about 40 MiB, whatever the size of the largest triangle in the atlas."""
 
 

@@ -52,7 +52,7 @@ class OccupancyGrid:
 
         ``c2w`` ``(V, 4, 4)`` (OpenCV axes) and ``intrinsics`` ``(V, 3, 3)`` are the views'
         cameras. Cells that project outside a view's image or lie behind its camera are kept,
-        because that view says nothing about them. The hull is dilated by one cell, so cells
+        because that view shows nothing about them. The hull is dilated by one cell, so cells
         that the surface crosses off their centre stay occupied.
         """
         empty = cls(occupied=np.ones((resolution,) * 3, bool), hull=np.ones((resolution,) * 3, bool),

@@ -71,7 +71,7 @@ class NerfPreset:
     """Half side of the cube that the hash grid, the occupancy grid and the mesh cover."""
 
     def hash_grid(self):
-        """The :class:`~daskavatar.nerf.encoding.HashGrid` of this preset."""
+        """Return the :class:`~daskavatar.nerf.encoding.HashGrid` of this preset."""
         from daskavatar.nerf.encoding import HashGrid
         return HashGrid(num_levels=self.hash_levels, features_per_level=self.hash_features,
                         log2_table_size=self.hash_log2_table,

@@ -62,7 +62,7 @@ def load_blender_views(folder: str, split: str, *, scale: float = 1.0,
 def load_head_scan(folder: str, *, scale: float = 1.0):
     """Load the head scan ``LeePerrySmith.glb`` in the world frame of its renders.
 
-    ``folder`` holds the scan and ``renders_200px/render_meta.json``, whose transform is
+    ``folder`` contains the scan and ``renders_200px/render_meta.json``, whose transform is
     ``p_world = A @ ((p_gltf - center) * scale)``. ``scale`` multiplies the result, as in
     :func:`load_blender_views`. Returns a ``trimesh.Trimesh``.
     """

@@ -2,7 +2,7 @@
 
 The optimisation runs the preset's compiled training step (:mod:`daskavatar.nerf.programs`)
 on random pixels of all views. Presets with an occupancy grid start it from the visual hull
-of the masks and refresh it from the field's density during the fit; the grid then bounds
+of the masks and refresh it from the field's density during the fit. The grid then bounds
 every ray, in training and in rendering. Views and their few-view helpers are in
 :mod:`daskavatar.nerf.views`.
 """
@@ -154,7 +154,7 @@ def render_image(programs: Programs, params, c2w, intrinsics, width: int, height
     """Render one view; returns RGB ``(height, width, 3)`` in [0, 1] and depth ``(height, width)``.
 
     Rays are built and rendered ``rows_per_chunk`` image rows at a time, so a 512 x 512 view
-    holds the rays of 16,384 pixels at once rather than 262,144.
+    keeps the rays of 16,384 pixels in memory at once rather than 262,144.
     """
     rgb = np.empty((height, width, 3), np.float32)
     depth = np.empty((height, width), np.float32)

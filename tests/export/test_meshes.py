@@ -98,7 +98,7 @@ def test_bake_texture_matches_colour_function(textured):
     assert len(texture.faces) == len(faces)
     assert np.all((texture.uv >= 0) & (texture.uv <= 1))
     np.testing.assert_allclose(texture.vertices, vertices[texture.source_vertex])
-    # Each vertex's texel holds the colour of a point within a texel of the vertex.
+    # Each vertex's texel contains the colour of a point within a texel of the vertex.
     error = np.abs(_texture_at(texture.image, texture.uv) - _color_of(texture.vertices))
     assert error.mean() < 0.01
     assert error.max() < 0.05
@@ -178,8 +178,10 @@ def test_glb_container_layout(tmp_path, textured):
     bin_length, bin_type = struct.unpack_from("<I4s", data, 20 + json_length)
 
     assert (magic, version, length) == (b"glTF", 2, len(data))
-    assert json_type == b"JSON" and bin_type == b"BIN\x00"
-    assert json_length % 4 == 0 and bin_length % 4 == 0
+    assert json_type == b"JSON"
+    assert bin_type == b"BIN\x00"
+    assert json_length % 4 == 0
+    assert bin_length % 4 == 0
     assert document["asset"]["version"] == "2.0"
     assert document["images"][0]["mimeType"] == "image/png"
     primitive = document["meshes"][0]["primitives"][0]

@@ -174,14 +174,15 @@ def test_occupancy_carves_sphere_hull():
     occupied = grid.occupied.ravel()
     norms = np.linalg.norm(centres, axis=1)
     assert np.all(occupied[norms < radius])
-    # Every view sees the shell between 0.8 and 0.9, so all of it is carved away.
+    # The shell between 0.8 and 0.9 projects inside every image, so all of it is carved away.
     assert not np.any(occupied[(norms > 0.8) & (norms < 0.9)])
     # Rays bounded by the grid still contain their whole chord through the sphere.
     rays_o, rays_d = pixel_rays(np.repeat(cameras[:1], 3, 0), intrinsics[:3],
                                 np.array([24.0, 20.0, 2.0]), np.array([24.0, 26.0, 2.0]))
     near, far = grid.ray_bounds(rays_o, rays_d)
     sphere_near, sphere_far = sphere_bounds(rays_o, rays_d, radius=radius)
-    assert np.all(near[:2] <= sphere_near[:2]) and np.all(far[:2] >= sphere_far[:2])
+    assert np.all(near[:2] <= sphere_near[:2])
+    assert np.all(far[:2] >= sphere_far[:2])
     assert far[0] - near[0] < 2.0
     assert near[2] == far[2]
 
