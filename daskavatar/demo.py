@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 DEMO_IDENTITY = "astronaut"
-DEMO_CONFIG = {"preset": "fast", "max_iterations": 300, "output_resolution": 96,
+DEMO_CONFIG = {"preset": "fast", "max_iterations": 200, "output_resolution": 96,
                "output_format": "glb", "mesh_resolution": 64}
 
 

@@ -184,3 +184,30 @@ def _masked(views):
     masks = np.any(views.images < 0.99, axis=-1)
     return TrainingViews(images=views.images, c2w=views.c2w, intrinsics=views.intrinsics,
                          masks=masks)
+
+
+def test_render_512_wide_in_row_chunks(programs):
+    from daskavatar.nerf.rays import pixel_rays, sphere_bounds
+    from daskavatar.nerf.train import render_rays
+
+    views = _sphere_views(count=2, size=16)
+    fit = fit_nerf(views, programs, max_iterations=5, seed=0)
+    intrinsics = views.intrinsics[0].copy()
+    intrinsics[:2] *= 512 / 16
+
+    # The 80 middle rows of a 512 x 512 view, in chunks of 32, 32 and 16 rows.
+    intrinsics[1, 2] -= 216
+    rgb, depth = render_image(programs, fit.params, views.c2w[0], intrinsics, 512, 80,
+                              rows_per_chunk=32)
+
+    assert rgb.shape == (80, 512, 3)
+    assert depth.shape == (80, 512)
+    # Row 70, in the last chunk, rendered on its own matches the chunked image.
+    cols = np.arange(512) + 0.5
+    rays_o, rays_d = pixel_rays(np.repeat(views.c2w[:1], 512, 0),
+                                np.repeat(intrinsics[None], 512, 0), cols, np.full(512, 70.5))
+    row_rgb, row_depth, _ = render_rays(programs, fit.params, rays_o, rays_d,
+                                        *sphere_bounds(rays_o, rays_d))
+    np.testing.assert_allclose(rgb[70], row_rgb, atol=1e-5)
+    np.testing.assert_allclose(depth[70], row_depth, atol=1e-4)
+    assert np.ptp(rgb[:, :, 1]) > 0.05
