@@ -192,3 +192,51 @@ def _tilt(degrees):
     rotation = np.eye(4)
     rotation[1:3, 1:3] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
     return rotation
+
+
+def _views(count, size=8):
+    from daskavatar.nerf.rays import orbit_cameras
+    from daskavatar.nerf.views import TrainingViews
+
+    base = np.eye(4)
+    base[:3, 3] = [0.2, -0.1, -3.0]
+    cameras = orbit_cameras(base, np.linspace(-40, 40, count))
+    intrinsics = np.array([[10.0, 0, 3.0], [0, 10.0, 4.5], [0, 0, 1.0]])
+    images = np.random.default_rng(count).random((count, size, size, 3)).astype(np.float32)
+    return TrainingViews(images=images, c2w=cameras,
+                         intrinsics=np.repeat(intrinsics[None], count, axis=0),
+                         masks=images[..., 0] > 0.5)
+
+
+def test_mirrored_view_rays_are_mirror_images():
+    views = _views(2)
+
+    both = views.with_mirrored()
+
+    assert len(both) == 4
+    np.testing.assert_array_equal(both.images[2], views.images[0][:, ::-1])
+    np.testing.assert_array_equal(both.masks[3], views.masks[1][:, ::-1])
+    assert np.linalg.det(both.c2w[2, :3, :3]) == pytest.approx(1.0)
+    # Pixel column c of the flipped image shows what column W - 1 - c of the original shows,
+    # along the original ray mirrored through x = 0.
+    rows, cols = np.array([1, 5, 7]), np.array([0, 3, 6])
+    mirrored_o, mirrored_d = both.pixel_rays(np.full(3, 2), rows, cols)
+    original_o, original_d = views.pixel_rays(np.zeros(3, int), rows, 8 - 1 - cols)
+    flip = np.array([-1.0, 1.0, 1.0], np.float32)
+    np.testing.assert_allclose(mirrored_o, original_o * flip, atol=1e-6)
+    np.testing.assert_allclose(mirrored_d, original_d * flip, atol=1e-6)
+
+
+def test_held_out_view_is_central():
+    for count, expected in ((2, None), (3, 1), (5, 2), (7, 3)):
+        views = _views(count)
+
+        training, held_out = views.split_held_out(min_views=3)
+
+        assert views.held_out_index(min_views=3) == expected
+        if expected is None:
+            assert held_out is None
+            assert len(training) == count
+        else:
+            assert len(training) == count - 1
+            np.testing.assert_array_equal(held_out.images[0], views.images[expected])
