@@ -40,6 +40,9 @@ class ImageRecord:
     """Person the image belongs to (see :func:`discover_images` for the rule)."""
     row: int
     """Row of the image in every array of ``features.zarr``."""
+    labelled: bool = True
+    """True when the identity comes from a folder name or the CSV; False when the image is
+    its own identity because nothing labels it (identity clustering may then regroup it)."""
 
 
 def discover_images(input_paths, *, identities_csv=None, storage_options=None):
@@ -76,14 +79,16 @@ def discover_images(input_paths, *, identities_csv=None, storage_options=None):
         for match in matches:
             url = protocol + match if protocol and not match.startswith(protocol) else match
             relative = posixpath.relpath(match, root) if root else match
-            found.setdefault(url, (relative, _identity_from_path(relative)))
+            found.setdefault(url, (relative, _identity_from_path(relative),
+                                   _labelled_by_folder(relative)))
 
     labels = _read_identities_csv(identities_csv, storage_options) if identities_csv else {}
     records = []
     for row, url in enumerate(sorted(found)):
-        relative, identity = found[url]
-        identity = _lookup_label(labels, url, relative) or identity
-        records.append(ImageRecord(url=url, image_id=relative, identity=identity, row=row))
+        relative, identity, labelled = found[url]
+        label = _lookup_label(labels, url, relative)
+        records.append(ImageRecord(url=url, image_id=relative, identity=label or identity,
+                                   row=row, labelled=labelled or label is not None))
 
     logger.info("Discovered %d images of %d identities", len(records),
                 len({r.identity for r in records}))
@@ -97,10 +102,14 @@ def _glob_root(path: str) -> str:
 
 
 def _identity_from_path(relative: str) -> str:
-    parts = relative.split("/")
-    if len(parts) > 1 and not parts[0].startswith(("_", ".")):
-        return parts[0]
+    if _labelled_by_folder(relative):
+        return relative.split("/")[0]
     return os.path.splitext(relative)[0].replace("/", "__")
+
+
+def _labelled_by_folder(relative: str) -> bool:
+    parts = relative.split("/")
+    return len(parts) > 1 and not parts[0].startswith(("_", "."))
 
 
 def _read_identities_csv(path, storage_options):

@@ -117,6 +117,9 @@ def _run(spec: JobSpec, images, client: Client, *, progress: bool, storage_optio
     if progress:
         show_progress(mapped)
     faces = [item[1] for item in mapped.filter(_is_face).compute()]
+    if spec.face.identities == "cluster":
+        assigned = cluster_identities(faces, spec.face)
+        mapped = mapped.map(relabel_emitted, assigned=assigned)
     timings["map_seconds"] = round(time.perf_counter() - started, 2)
     logger.info("Map stage finished: %d of %d images usable", sum(f["status"] == "ok"
                                                                     for f in faces), len(faces))
@@ -181,10 +184,13 @@ def map_partition(images, *, plugin, store_url, config, storage_options=None) ->
             "status": np.full(count, STATUS_REJECTED, np.int8)}
     keep_crops = "crops" in plugin.features
 
+    with_descriptor = config.identities == "cluster"
+
     faces = []
     with PeakMemory() as peak:
         for index, image in enumerate(images):
-            result = analyse_image(image.url, config, storage_options=storage_options)
+            result = analyse_image(image.url, config, storage_options=storage_options,
+                                   with_descriptor=with_descriptor)
             if result.status == "ok":
                 if keep_crops:
                     write_crop(store_url, image.row, result.crop,
@@ -196,13 +202,7 @@ def map_partition(images, *, plugin, store_url, config, storage_options=None) ->
                 meta["status"][index] = STATUS_OK
             else:
                 logger.debug("Rejected %s: %s", image.url, result.message)
-            faces.append({"image_id": image.image_id, "url": image.url, "identity": image.identity,
-                          "row": image.row, "status": result.status, "message": result.message,
-                          "face_count": result.face_count,
-                          "detection_score": _rounded(result.detection_score),
-                          "reprojection_error": _rounded(result.reprojection_error),
-                          "yaw": _rounded(result.yaw), "pitch": _rounded(result.pitch),
-                          "roll": _rounded(result.roll)})
+            faces.append(_face_record(image, result))
 
         write_partition(store_url, images[0].row, meta, storage_options=storage_options)
 
@@ -225,6 +225,63 @@ def map_partition(images, *, plugin, store_url, config, storage_options=None) ->
         face["worker_peak_rss_mib"] = peak.mib
     return [("face", face) for face in faces] + \
         [("emit", key, record) for key, record in context._emitted]
+
+
+def _face_record(image, result) -> dict:
+    """Return the small, picklable record of one image's outcome for the job report."""
+    record = {"image_id": image.image_id, "url": image.url, "identity": image.identity,
+              "labelled": image.labelled, "row": image.row, "status": result.status,
+              "message": result.message, "face_count": result.face_count,
+              "detection_score": _rounded(result.detection_score),
+              "face_size": _rounded(result.face_size, 1),
+              "sharpness": _rounded(result.sharpness, 1),
+              "decode_scale": result.decode_scale,
+              "reprojection_error": _rounded(result.reprojection_error),
+              "yaw": _rounded(result.yaw), "pitch": _rounded(result.pitch),
+              "roll": _rounded(result.roll)}
+    if result.descriptor is not None:
+        record["descriptor"] = result.descriptor.round(5).tolist()
+    return record
+
+
+def cluster_identities(faces: list[dict], config) -> dict:
+    """Return ``{row: identity}`` that replaces the identities of unlabelled usable faces.
+
+    Runs on the client between the map stage and the shuffle when ``config.identities`` is
+    ``cluster``; see
+    :func:`daskavatar.faces.descriptors.assign_identities` for the rule. Descriptors are
+    dropped from ``faces`` afterwards, so they do not travel on into the report.
+    """
+    from daskavatar.faces.descriptors import assign_identities
+
+    assigned = assign_identities([f for f in faces if f["status"] == "ok"],
+                                 threshold=config.cluster_threshold)
+    for face in faces:
+        face.pop("descriptor", None)
+        if face["row"] in assigned:
+            face["identity"] = assigned[face["row"]]
+    return assigned
+
+
+def relabel_emitted(item, *, assigned: dict):
+    """Move an emitted record of a clustered face to its cluster's key.
+
+    A record is moved when it has the ``row`` of a clustered face and was emitted under that
+    face's original identity, which is what the default :meth:`MapReducePlugin.map` does.
+    Records a plugin emitted under keys of its own keep their key. Descriptors are dropped
+    from every emitted record.
+    """
+    if item[0] != "emit":
+        return item
+    _, key, record = item
+    if not isinstance(record, dict):
+        return item
+    record = {k: v for k, v in record.items() if k != "descriptor"}
+    row = record.get("row")
+    if row not in assigned or record.get("identity") != key:
+        return ("emit", key, record)
+    record["identity"] = assigned[row]
+    return ("emit", assigned[row], record)
 
 
 def reduce_partition(groups, *, plugin, store_url, output_path,
@@ -271,7 +328,7 @@ def finish_job(plugin, results, *, output_path, storage_options=None) -> dict:
 
 def _decode(image, *, config, storage_options) -> np.ndarray:
     return read_image(image.url, max_pixels=config.max_image_pixels,
-                      storage_options=storage_options)
+                      max_side=config.max_decode_side or None, storage_options=storage_options)
 
 
 def _is_face(item) -> bool:
