@@ -26,9 +26,11 @@ def sharpness(image: np.ndarray, landmarks: np.ndarray) -> float:
     """Return the variance of the Laplacian of the face in an RGB image ``(h, w, 3)``.
 
     The face is the square bounding the 68 ``landmarks`` ``(68, 2)``, resampled to
-    :data:`SHARPNESS_SIZE` pixels so the value does not depend on the face's size in pixels.
-    A sharp face measures in the hundreds; a face blurred by a Gaussian of sigma 3 at that
-    size measures below 20.
+    :data:`SHARPNESS_SIZE` pixels so faces of different sizes are measured alike. The value
+    still depends on the face's resolution: a face smaller than that, or one already
+    downscaled, measures lower.
+    Sharp photos of faces measure in the hundreds; the same faces blurred by a Gaussian of
+    sigma 3 at that size measure about 6 to 10.
     """
     low, high = landmarks.min(axis=0), landmarks.max(axis=0)
     centre = (low + high) / 2.0
