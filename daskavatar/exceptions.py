@@ -10,6 +10,8 @@ matching built-in exception, so code that already catches ``ValueError`` or
     ├── InputNotFoundError(FileNotFoundError)
     │                                    an input glob or URL matched no image
     ├── OutputPathError(OSError)         the output path cannot be written
+    ├── PluginError(RuntimeError)        a plugin cannot be built, installed or loaded
+    ├── ClusterError(ConnectionError)    the Dask scheduler cannot be reached
     └── StageError(RuntimeError)         a job stage failed as a whole
 
 Per-image and per-identity failures are not exceptions: they become records with a reason code
@@ -31,6 +33,14 @@ class InputNotFoundError(DaskAvatarError, FileNotFoundError):
 
 class OutputPathError(DaskAvatarError, OSError):
     """The output path cannot be created or written."""
+
+
+class PluginError(DaskAvatarError, RuntimeError):
+    """A plugin package cannot be built, installed on the cluster or loaded."""
+
+
+class ClusterError(DaskAvatarError, ConnectionError):
+    """The Dask scheduler cannot be reached."""
 
 
 class StageError(DaskAvatarError, RuntimeError):
