@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/face_accuracy.py [--data ../shared/data] [--cnn-side 450]
+    .venv/bin/python benchmarks/face_accuracy.py [--data ../shared/data] [--cnn-side 320]
 
 Prints Markdown tables of:
 
@@ -67,7 +67,7 @@ def print_headpose(data: str, config, label: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=DEFAULT_DATA, help="the shared data folder")
-    parser.add_argument("--cnn-side", type=int, default=450,
+    parser.add_argument("--cnn-side", type=int, default=320,
                         help="longer side for the CNN fallback row of the head-pose table")
     args = parser.parse_args()
     data = os.path.normpath(args.data)

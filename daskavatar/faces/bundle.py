@@ -63,9 +63,9 @@ def refine_identity(landmarks: np.ndarray, intrinsics: np.ndarray, c2w: np.ndarr
                     shape_prior_weight: float = 0.3, max_evaluations: int = 200) -> BundleResult:
     """Refine the poses ``c2w`` ``(n, 4, 4)`` and a shared shape from ``landmarks`` ``(n, 68, 2)``.
 
-    ``intrinsics`` ``(n, 3, 3)`` stay fixed. ``shape_prior_weight`` is the cost, in pixels of
-    residual, of moving a shape point by the distance that projects to one pixel in an
-    average photo; larger values keep the shape nearer the template.
+    ``intrinsics`` ``(n, 3, 3)`` stay fixed. ``shape_prior_weight`` is the residual, in
+    pixels, of moving a shape point by the distance that projects to one pixel in an
+    average photo. Larger values keep the shape nearer the template.
 
     NOTE: photos that all look at the face from within about 20 degrees of frontal leave
     the depth of the shape weakly constrained, and a weaker prior then lets it flatten and

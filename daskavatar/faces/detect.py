@@ -9,7 +9,7 @@ passes:
 2. when the coarse pass finds no face, or when every face must be counted, a fine pass at
    the scale where a face of ``min_face_size`` pixels fills the 80 pixel window. The fine
    pass is capped at ``max_pixels`` detector pixels so it stays within the worker's
-   memory; faces below the size that cap allows are not found.
+   memory. Faces below the size that cap allows are not found.
 
 Optionally dlib's CNN (MMOD) detector, which also finds faces turned far to the side, runs
 on a copy of at most ``cnn_side`` pixels when the HOG passes find nothing. It takes

@@ -236,8 +236,8 @@ def evaluate_headpose(folder: str, config) -> list[dict]:
 def evaluate_detection(folder: str, config, *, threshold: float = 0.5) -> dict:
     """Return detection recall at ``threshold`` IoU over every box of dlib's imglab files.
 
-    Also returns the false detections (matched to no box) as a count; the XML files do not
-    claim to label every face, so those are not all errors.
+    Also returns the count of detections that match no box. The XML files do not claim to
+    label every face, so those are not all false detections.
     """
     import os
 

@@ -48,7 +48,7 @@ class FaceResult:
     face_count: int = 0
     detection_score: float = float("nan")
     face_size: float = float("nan")
-    """Side of the main face's detection box in pixels of the decoded image."""
+    """Side of the main face's detection box in pixels of the stored image."""
     sharpness: float = float("nan")
     """Variance of the Laplacian of the face, see :func:`quality.sharpness`."""
     decode_scale: float = 1.0

@@ -29,7 +29,7 @@ def sharpness(image: np.ndarray, landmarks: np.ndarray) -> float:
     :data:`SHARPNESS_SIZE` pixels so faces of different sizes are measured alike. The value
     still depends on the face's resolution: a face smaller than that, or one already
     downscaled, measures lower.
-    Sharp photos of faces measure in the hundreds; the same faces blurred by a Gaussian of
+    Sharp photos of faces measure in the hundreds. The same faces blurred by a Gaussian of
     sigma 3 at that size measure about 6 to 10.
     """
     low, high = landmarks.min(axis=0), landmarks.max(axis=0)

@@ -84,9 +84,9 @@ def decode_image(url, *, max_pixels, max_side=None, storage_options=None) -> Dec
 
     The pixel count is checked from the header before any pixel is decoded, so a
     decompression bomb costs only its file size. When ``max_side`` is given, JPEGs whose
-    longer side is above it are decoded at 1/2, 1/4 or 1/8 size by libjpeg's DCT scaling
-    (the smallest that keeps the longer side at ``max_side`` or more), which costs a
-    fraction of the memory and time of a full decode.
+    longer side is above it are decoded at 1/2, 1/4 or 1/8 size by libjpeg's DCT scaling.
+    The smallest scale that keeps the longer side at ``max_side`` or more is used, and the
+    decode then costs a fraction of the memory and time of a full one.
 
     Raises :class:`ImageRejected` with a code from :data:`REASON_CODES`.
     """

@@ -25,6 +25,8 @@ from daskavatar import config as _config
 from daskavatar.exceptions import JobSpecError
 
 IDENTITY_SOURCES = ("labels", "cluster")
+MAX_CNN_SIDE = 320
+"""Largest ``cnn_detector_side``; the CNN's peak memory grows with the square of the side."""
 SPEC_KEYS = ("plugin_name", "config", "input_paths", "output_path", "num_map_tasks",
              "num_reduce_tasks")
 DEFAULT_PLUGIN = "NeRF_Avatar"
@@ -42,7 +44,7 @@ class FaceConfig:
     """Detections scoring below this are ignored (dlib's HOG margin; about 1 for a clear face)."""
     min_face_size: int
     """Faces whose detection box side is below this many pixels are rejected as
-    ``face_too_small``; the detector's fine pass also looks for faces down to this size."""
+    ``face_too_small``. The detector's fine pass also looks for faces down to this size."""
     detector_coarse_side: int
     """Longer side in pixels of the copy the detector's fast first pass runs on."""
     detector_max_pixels: int
@@ -51,7 +53,8 @@ class FaceConfig:
     """Always run the fine detection pass, so small faces beside a large one are counted."""
     cnn_detector_side: int
     """Longer side of the copy dlib's CNN detector runs on when HOG finds no face; 0 is off.
-    The CNN finds faces turned far to the side but takes seconds per image."""
+    The CNN finds faces turned far to the side but takes seconds per image, and at 320 px
+    its peak memory is about 165 MiB above the process's (at 450 px, 235 MiB)."""
     max_image_pixels: int
     """Images with more pixels are rejected as ``too_large`` before decoding."""
     max_decode_side: int
@@ -96,6 +99,10 @@ class FaceConfig:
         if not 0.0 <= self.max_outside_fraction <= 1.0:
             raise JobSpecError(f"invalid max_outside_fraction {self.max_outside_fraction}; "
                                "use a value from 0 to 1")
+        if self.cnn_detector_side > MAX_CNN_SIDE:
+            raise JobSpecError(f"invalid cnn_detector_side {self.cnn_detector_side}; use at "
+                               f"most {MAX_CNN_SIDE} so the CNN detector fits in a 512 MB "
+                               "worker, or 0 to turn it off")
         for name in ("min_face_size", "detector_coarse_side", "detector_max_pixels",
                      "max_decode_side", "cnn_detector_side"):
             if getattr(self, name) < 0:
