@@ -30,7 +30,7 @@ import numpy as np
 
 from daskavatar.faces import quality
 from daskavatar.faces.align import crop_face
-from daskavatar.faces.detect import detect_main_face
+from daskavatar.faces.detect import Detection, detect_main_face
 from daskavatar.faces.landmarks import predict_landmarks
 from daskavatar.faces.pose import estimate_pose, intrinsics_for
 from daskavatar.io.decode import ImageRejected, decode_image
@@ -76,49 +76,83 @@ class FaceResult:
 
 def analyse_image(url: str, config, *, storage_options=None,
                   with_descriptor: bool = False) -> FaceResult:
-    """Run the map-stage chain on one image; failures become a result with a reason.
+    """Run the map-stage chain on the main face of one image; see :func:`analyse_faces`."""
+    return analyse_faces(url, config, storage_options=storage_options,
+                         with_descriptor=with_descriptor, max_faces=1)[0]
 
-    ``with_descriptor`` also computes the 128-D face descriptor of a usable face.
+
+def analyse_faces(url: str, config, *, storage_options=None, with_descriptor: bool = False,
+                  max_faces: int = 1) -> list[FaceResult]:
+    """Run the map-stage chain on up to ``max_faces`` faces of one image, main face first.
+
+    Failures become results with a reason: an image that cannot be decoded or shows no
+    face gives one result, and each analysed face gets its own result. With ``max_faces``
+    above 1 the detector's fine pass always runs, so small faces beside a large one are
+    found. ``with_descriptor`` also computes the 128-D descriptor of each usable face.
     """
-    result = FaceResult(status="ok")
     try:
-        _analyse(url, config, storage_options, result, with_descriptor)
+        decoded, detection = _detect(url, config, storage_options, count_all=max_faces > 1)
     except ImageRejected as rejected:
-        result.status, result.message = rejected.reason, rejected.message
+        return [FaceResult(status=rejected.reason, message=rejected.message)]
     except Exception as error:  # dlib and OpenCV raise their own error types
-        logger.exception("Face analysis of %s failed", url)
-        result.status = "analysis_failed"
-        result.message = f"{url}: face analysis failed: {type(error).__name__}: {error}"
-    if result.status != "ok":
-        result.crop = result.landmarks = result.c2w = result.intrinsics = None
-        result.descriptor = None
-    return result
+        return [_failed(url, error)]
+
+    results = []
+    for index, face in enumerate(detection.faces[:max_faces]):
+        result = FaceResult(status="ok", face_count=detection.face_count,
+                            detection_score=face.score, decode_scale=decoded.scale,
+                            face_size=face.side / decoded.scale)
+        try:
+            _analyse_face(url, decoded, face, config, result, with_descriptor)
+        except ImageRejected as rejected:
+            result.status, result.message = rejected.reason, rejected.message
+        except Exception as error:  # dlib and OpenCV raise their own error types
+            failed = _failed(url, error)
+            result.status, result.message = failed.status, failed.message
+        if result.status != "ok":
+            result.crop = result.landmarks = result.c2w = result.intrinsics = None
+            result.descriptor = None
+        if index > 0:
+            result.message = f"face {index + 1} of {detection.face_count}: {result.message}" \
+                if result.message else f"face {index + 1} of {detection.face_count}"
+        results.append(result)
+    return results
 
 
-def _analyse(url, config, storage_options, result: FaceResult, with_descriptor: bool) -> None:
-    """Fill ``result`` step by step, so a rejected image still reports what was measured."""
+def _failed(url, error) -> FaceResult:
+    logger.exception("Face analysis of %s failed", url)
+    return FaceResult(status="analysis_failed",
+                      message=f"{url}: face analysis failed: {type(error).__name__}: {error}")
+
+
+def _detect(url, config, storage_options, *, count_all: bool):
     decoded = decode_image(url, max_pixels=config.max_image_pixels,
                            max_side=config.max_decode_side or None,
                            storage_options=storage_options)
-    image, result.decode_scale = decoded.pixels, decoded.scale
-    height, width = image.shape[:2]
 
     # min_face_size is in pixels of the stored image; the detector sees the decoded one.
     min_face_size = config.min_face_size * decoded.scale
-    detection = detect_main_face(image, min_score=config.min_detection_score,
+    detection = detect_main_face(decoded.pixels, min_score=config.min_detection_score,
                                  min_face_size=max(min_face_size, 1.0),
                                  coarse_side=config.detector_coarse_side,
                                  max_pixels=config.detector_max_pixels,
-                                 count_all=config.count_all_faces,
+                                 count_all=config.count_all_faces or count_all,
                                  cnn_side=config.cnn_detector_side)
     if detection is None:
         raise ImageRejected("no_face", f"{url}: no face scored above min_detection_score = "
                                        f"{config.min_detection_score}")
-    result.face_count, result.detection_score = detection.face_count, detection.score
-    result.face_size = detection.faces[0].side / decoded.scale
+    return decoded, detection
+
+
+def _analyse_face(url, decoded, face, config, result: FaceResult,
+                  with_descriptor: bool) -> None:
+    """Fill ``result`` step by step, so a rejected face still reports what was measured."""
+    image = decoded.pixels
+    height, width = image.shape[:2]
     _reject_if(url, quality.check_size(result.face_size, config))
 
-    landmarks = predict_landmarks(image, detection)
+    landmarks = predict_landmarks(image, Detection(box=face.box, score=face.score,
+                                                   face_count=result.face_count))
     _reject_if(url, quality.check_cut_off(landmarks, width, height, config))
     result.sharpness = quality.sharpness(image, landmarks)
     _reject_if(url, quality.check_sharpness(result.sharpness, config))

@@ -27,7 +27,7 @@ from distributed import Client, progress as show_progress
 from daskavatar.cluster import connect
 from daskavatar.exceptions import JobSpecError, OutputPathError, StageError
 from daskavatar.faces.models import release_models
-from daskavatar.faces.pipeline import analyse_image
+from daskavatar.faces.pipeline import analyse_faces
 from daskavatar.io.images import discover_images, read_image
 from daskavatar.io.outputs import join, safe_name, write_bytes, write_json
 from daskavatar.io.store import STATUS_OK, STATUS_REJECTED, create_feature_store, \
@@ -110,8 +110,11 @@ def _run(spec: JobSpec, images, client: Client, *, progress: bool, storage_optio
     started = time.perf_counter()
     store_url = join(spec.output_path, "features.zarr")
     partition_rows = math.ceil(len(images) / spec.num_map_tasks)
-    create_feature_store(store_url, num_rows=len(images), resolution=spec.face.output_resolution,
-                         partition_rows=partition_rows, storage_options=storage_options)
+    # Each image owns max_faces_per_image consecutive rows (see map_partition).
+    slots = spec.face.max_faces_per_image
+    create_feature_store(store_url, num_rows=len(images) * slots,
+                         resolution=spec.face.output_resolution,
+                         partition_rows=partition_rows * slots, storage_options=storage_options)
 
     bag = db.from_sequence(images, partition_size=partition_rows)
     mapped = bag.map_partitions(map_partition, plugin=plugin, store_url=store_url,
@@ -124,8 +127,8 @@ def _run(spec: JobSpec, images, client: Client, *, progress: bool, storage_optio
         assigned = cluster_identities(faces, spec.face)
         mapped = mapped.map(relabel_emitted, assigned=assigned)
     timings["map_seconds"] = round(time.perf_counter() - started, 2)
-    logger.info("Map stage finished: %d of %d images usable", sum(f["status"] == "ok"
-                                                                    for f in faces), len(faces))
+    logger.info("Map stage finished: %d of %d face records usable",
+                sum(f["status"] == "ok" for f in faces), len(faces))
 
     # The shape predictor is not needed any more; its ~100 MB go back before the reduce step.
     client.run(release_models)
@@ -173,13 +176,15 @@ def map_partition(images, *, plugin, store_url, config, storage_options=None) ->
     """Analyse a partition's images, write their rows of ``features.zarr``, run ``plugin.map``.
 
     ``images`` are consecutive :class:`ImageRecord` rows starting at a chunk boundary.
-    Returns ``("face", record)`` for every image, usable or rejected, and ``("emit", key,
+    With ``config.max_faces_per_image`` = k, image ``row`` owns store rows ``row * k`` to
+    ``row * k + k - 1``, one per analysed face, main face first. Returns ``("face", record)`` for every image, usable or rejected, and ``("emit", key,
     record)`` for every record the plugin emitted.
     """
     images = list(images)
     if not images:
         return []
-    count = len(images)
+    slots = config.max_faces_per_image
+    count = len(images) * slots
     meta = {"landmarks": np.zeros((count, 68, 2), np.float32),
             "c2w": np.zeros((count, 4, 4), np.float32),
             "intrinsics": np.zeros((count, 3, 3), np.float32),
@@ -192,25 +197,26 @@ def map_partition(images, *, plugin, store_url, config, storage_options=None) ->
     faces = []
     with PeakMemory() as peak:
         for index, image in enumerate(images):
-            result = analyse_image(image.url, config, storage_options=storage_options,
-                                   with_descriptor=with_descriptor)
-            if result.status == "ok":
-                if keep_crops:
-                    write_crop(store_url, image.row, result.crop,
-                               storage_options=storage_options)
-                meta["landmarks"][index] = result.landmarks
-                meta["c2w"][index] = result.c2w
-                meta["intrinsics"][index] = result.intrinsics
-                meta["reprojection_error"][index] = result.reprojection_error
-                meta["status"][index] = STATUS_OK
-            else:
-                logger.debug("Rejected %s: %s", image.url, result.message)
-            faces.append(_face_record(image, result))
+            results = analyse_faces(image.url, config, storage_options=storage_options,
+                                    with_descriptor=with_descriptor, max_faces=slots)
+            for face_index, result in enumerate(results):
+                position, row = index * slots + face_index, image.row * slots + face_index
+                if result.status == "ok":
+                    if keep_crops:
+                        write_crop(store_url, row, result.crop, storage_options=storage_options)
+                    meta["landmarks"][position] = result.landmarks
+                    meta["c2w"][position] = result.c2w
+                    meta["intrinsics"][position] = result.intrinsics
+                    meta["reprojection_error"][position] = result.reprojection_error
+                    meta["status"][position] = STATUS_OK
+                else:
+                    logger.debug("Rejected %s: %s", image.url, result.message)
+                faces.append(_face_record(image, result, row=row, face_index=face_index))
 
-        write_partition(store_url, images[0].row, meta, storage_options=storage_options)
+        write_partition(store_url, images[0].row * slots, meta, storage_options=storage_options)
 
         context = MapContext(images=images, faces=faces, store_url=store_url,
-                             rows=(images[0].row, images[-1].row + 1),
+                             rows=(images[0].row * slots, (images[-1].row + 1) * slots),
                              storage_options=storage_options,
                              _decode=functools.partial(_decode, config=config,
                                                        storage_options=storage_options))
@@ -221,7 +227,8 @@ def map_partition(images, *, plugin, store_url, config, storage_options=None) ->
     rejected = collections.Counter(f["status"] for f in faces if f["status"] != "ok")
     if rejected:
         reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(rejected.items()))
-        logger.warning("Rejected %d of %d images from row %d on (%s); job.json lists them",
+        logger.warning("Rejected %d of %d face records from image row %d on (%s); job.json "
+                       "lists them",
                        sum(rejected.values()), len(faces), images[0].row, reasons)
 
     for face in faces:
@@ -230,10 +237,16 @@ def map_partition(images, *, plugin, store_url, config, storage_options=None) ->
         [("emit", key, record) for key, record in context._emitted]
 
 
-def _face_record(image, result) -> dict:
-    """Return the small, picklable record of one image's outcome for the job report."""
-    record = {"image_id": image.image_id, "url": image.url, "identity": image.identity,
-              "labelled": image.labelled, "row": image.row, "status": result.status,
+def _face_record(image, result, *, row: int, face_index: int) -> dict:
+    """Return the small, picklable record of one face's outcome for the job report.
+
+    The main face keeps the image's ``image_id``; a further face ``k`` (from 1) gets
+    ``<image_id>#k`` so that every record's ``image_id`` stays unique.
+    """
+    image_id = image.image_id if face_index == 0 else f"{image.image_id}#{face_index}"
+    record = {"image_id": image_id, "url": image.url, "identity": image.identity,
+              "labelled": image.labelled, "row": row, "face_index": face_index,
+              "status": result.status,
               "message": result.message, "face_count": result.face_count,
               "detection_score": _rounded(result.detection_score),
               "face_size": _rounded(result.face_size, 1),

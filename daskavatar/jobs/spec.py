@@ -25,6 +25,8 @@ from daskavatar import config as _config
 from daskavatar.exceptions import JobSpecError
 
 IDENTITY_SOURCES = ("labels", "cluster")
+MAX_FACES_PER_IMAGE = 32
+"""Largest ``max_faces_per_image``; each image reserves that many rows of ``features.zarr``."""
 MAX_CNN_SIDE = 320
 """Largest ``cnn_detector_side``; the CNN's peak memory grows with the square of the side."""
 SPEC_KEYS = ("plugin_name", "config", "input_paths", "output_path", "num_map_tasks",
@@ -49,6 +51,10 @@ class FaceConfig:
     """Longer side in pixels of the copy the detector's fast first pass runs on."""
     detector_max_pixels: int
     """Most pixels of the upsampled copy of the fine detection pass; bounds its memory."""
+    max_faces_per_image: int
+    """Faces analysed per image, largest first. Above 1, each image owns that many rows of
+    ``features.zarr`` and every analysed face becomes its own record; further faces are only
+    counted."""
     count_all_faces: bool
     """Always run the fine detection pass, so small faces beside a large one are counted."""
     cnn_detector_side: int
@@ -103,6 +109,9 @@ class FaceConfig:
             raise JobSpecError(f"invalid cnn_detector_side {self.cnn_detector_side}; use at "
                                f"most {MAX_CNN_SIDE} so the CNN detector fits in a 512 MB "
                                "worker, or 0 to turn it off")
+        if not 1 <= self.max_faces_per_image <= MAX_FACES_PER_IMAGE:
+            raise JobSpecError(f"invalid max_faces_per_image {self.max_faces_per_image}; use "
+                               f"a value from 1 to {MAX_FACES_PER_IMAGE}")
         for name in ("min_face_size", "detector_coarse_side", "detector_max_pixels",
                      "max_decode_side", "cnn_detector_side"):
             if getattr(self, name) < 0:
