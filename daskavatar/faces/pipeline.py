@@ -48,7 +48,7 @@ class FaceResult:
     face_count: int = 0
     detection_score: float = float("nan")
     face_size: float = float("nan")
-    """Side of the main face's detection box in pixels of the stored image."""
+    """Side of this face's detection box in pixels of the stored image."""
     sharpness: float = float("nan")
     """Variance of the Laplacian of the face, see :func:`quality.sharpness`."""
     decode_scale: float = 1.0
@@ -130,7 +130,7 @@ def _detect(url, config, storage_options, *, count_all: bool):
                            max_side=config.max_decode_side or None,
                            storage_options=storage_options)
 
-    # min_face_size is in pixels of the stored image; the detector sees the decoded one.
+    # min_face_size is in pixels of the stored image, but the detector runs on the decoded one.
     min_face_size = config.min_face_size * decoded.scale
     detection = detect_main_face(decoded.pixels, min_score=config.min_detection_score,
                                  min_face_size=max(min_face_size, 1.0),
