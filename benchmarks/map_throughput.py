@@ -2,7 +2,9 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/map_throughput.py [--rounds 2] [--photos ../shared/data/faces_deepface/images]
+    .venv/bin/python benchmarks/map_throughput.py [--rounds 2] [--photos FOLDER]
+
+``--photos`` defaults to ``../shared/data/faces_deepface/images``.
 
 The photos are cropped to a centred square, resized to 1024x1024 and written as JPEGs
 (quality 90) into a temporary folder. One LocalCluster worker (1 thread, ``memory_limit``

@@ -5,8 +5,8 @@ Each photo's pose from :mod:`daskavatar.faces.pose` is fitted alone against the 
 cameras are not mutually consistent. :func:`refine_identity` estimates one 3D landmark
 shape ``(68, 3)`` and every photo's camera together by minimising the landmark
 reprojection error over all photos (``scipy.optimize.least_squares``, robust soft-L1 loss,
-sparse Jacobian). A weak prior pulls the shape toward the template, which keeps the depth of the shape
-sensible when the photos see the face from similar directions. Shape and cameras could
+sparse Jacobian). A weak prior pulls the shape toward the template, which keeps the depth
+of the shape sensible when the photos see the face from similar directions. Shape and cameras could
 still trade a similarity transform (rotation, translation, scale) between them, so the
 result is moved by the similarity that best maps the refined shape onto the template, and
 the head stays in the template's world frame.
@@ -49,8 +49,11 @@ class BundleResult:
 
 def reprojection_errors(landmarks: np.ndarray, intrinsics: np.ndarray, c2w: np.ndarray,
                         shape: np.ndarray) -> np.ndarray:
-    """Return the mean pixel distance per photo ``(n,)`` between ``landmarks`` ``(n, 68, 2)``
-    and ``shape`` ``(68, 3)`` projected by ``intrinsics`` ``(n, 3, 3)`` and ``c2w`` ``(n, 4, 4)``."""
+    """Return the mean pixel distance per photo ``(n,)`` between the landmarks and the shape.
+
+    ``landmarks`` ``(n, 68, 2)``; ``shape`` ``(68, 3)`` is projected by ``intrinsics``
+    ``(n, 3, 3)`` and ``c2w`` ``(n, 4, 4)``.
+    """
     errors = np.empty(len(landmarks))
     for index in range(len(landmarks)):
         w2c = np.linalg.inv(c2w[index])
@@ -99,8 +102,9 @@ def refine_identity(landmarks: np.ndarray, intrinsics: np.ndarray, c2w: np.ndarr
         shape = parameters[6 * count:].reshape(68, 3)
         parts = []
         for index in range(count):
-            rvec, tvec = parameters[6 * index:6 * index + 3], parameters[6 * index + 3:6 * index + 6]
-            rotation, _ = cv2.Rodrigues(rvec)
+            pose = parameters[6 * index:6 * index + 6]
+            rotation, _ = cv2.Rodrigues(pose[:3])
+            tvec = pose[3:]
             projected = _project(shape, rotation, tvec, intrinsics[index])
             parts.append(((projected - landmarks[index]) * weights[:, None]).ravel())
         parts.append(prior * (shape - template).ravel())

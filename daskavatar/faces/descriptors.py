@@ -1,11 +1,11 @@
 """128-D face descriptors and their clustering into identities.
 
-The descriptor is dlib's ResNet model ``dlib_face_recognition_resnet_model_v1.dat`` from the
-package ``face-recognition-models``. dlib's example ``python_examples/face_recognition.py`` states
-that with a Euclidean distance threshold of 0.6 the model reaches 99.38 % accuracy on LFW. Clustering uses
-dlib's Chinese whispers graph clustering on the graph of face pairs closer than a threshold,
-so the number of identities need not be known. Where the clusters are used in a job is
-:mod:`daskavatar.jobs.runner`.
+The descriptor is dlib's ResNet model ``dlib_face_recognition_resnet_model_v1.dat`` from
+the package ``face-recognition-models``. dlib's example ``python_examples/face_recognition.py``
+states that with a Euclidean distance threshold of 0.6 the model reaches 99.38 % accuracy on
+LFW. Clustering uses dlib's Chinese whispers graph clustering on the graph of face pairs
+closer than a threshold, so the number of identities need not be known. Where the clusters
+are used in a job is :mod:`daskavatar.jobs.runner`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ DESCRIPTOR_SIZE = 128
 
 
 def face_descriptor(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """Compute the descriptor of the face with ``landmarks`` ``(68, 2)`` in an RGB image ``(h, w, 3)``.
+    """Compute the descriptor of the face with ``landmarks`` ``(68, 2)`` in RGB ``(h, w, 3)``.
 
     dlib aligns the face from the 68 points itself, with its default padding of 0.25.
     Returns shape ``(128,)``, float32.

@@ -106,7 +106,7 @@ def read_coco_keypoints(path: str) -> dict[str, np.ndarray]:
 
 
 def read_aflw2000(path: str) -> tuple[tuple[float, float, float], np.ndarray]:
-    """Read ``(yaw, pitch, roll)`` in degrees and the 68 points ``(68, 2)`` of an AFLW2000-3D ``.mat``.
+    """Read ``(yaw, pitch, roll)`` in degrees and the points ``(68, 2)`` of an AFLW2000-3D file.
 
     The file stores ``Pose_Para = [pitch, yaw, roll, tx, ty, tz, scale]`` in radians.
     """

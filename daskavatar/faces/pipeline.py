@@ -130,7 +130,7 @@ def _detect(url, config, storage_options, *, count_all: bool):
                            max_side=config.max_decode_side or None,
                            storage_options=storage_options)
 
-    # min_face_size is in pixels of the stored image, but the detector runs on the decoded one.
+    # min_face_size is in pixels of the stored image; the detector runs on the decoded one.
     min_face_size = config.min_face_size * decoded.scale
     detection = detect_main_face(decoded.pixels, min_score=config.min_detection_score,
                                  min_face_size=max(min_face_size, 1.0),

@@ -177,8 +177,9 @@ def map_partition(images, *, plugin, store_url, config, storage_options=None) ->
 
     ``images`` are consecutive :class:`ImageRecord` rows starting at a chunk boundary.
     With ``config.max_faces_per_image`` = k, image ``row`` owns store rows ``row * k`` to
-    ``row * k + k - 1``, one per analysed face, main face first. Returns ``("face", record)`` for every image, usable or rejected, and ``("emit", key,
-    record)`` for every record the plugin emitted.
+    ``row * k + k - 1``, one per analysed face, main face first. Returns ``("face", record)``
+    for every face record, usable or rejected, and ``("emit", key, record)`` for every
+    record the plugin emitted.
     """
     images = list(images)
     if not images:

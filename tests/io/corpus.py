@@ -120,8 +120,8 @@ def _ycck_jpeg(path: str) -> None:
     stored = np.stack([luma, blue, red, 255.0 - k], axis=-1)
     # Pillow writes CMYK inverted, as Adobe applications do; invert so the stored bytes are YCCK.
     encoder_input = np.clip(np.round(255.0 - stored), 0, 255).astype(np.uint8)
-    data = bytearray(_encoded(Image.frombytes("CMYK", (WIDTH, HEIGHT), encoder_input.tobytes()), "JPEG",
-                                  quality=100))
+    encoded = Image.frombytes("CMYK", (WIDTH, HEIGHT), encoder_input.tobytes())
+    data = bytearray(_encoded(encoded, "JPEG", quality=100))
     marker = data.find(b"\xff\xee")
     if data[marker + 4:marker + 9] != b"Adobe":
         raise RuntimeError("Pillow wrote no Adobe APP14 marker into the CMYK JPEG")
