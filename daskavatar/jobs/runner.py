@@ -122,7 +122,11 @@ def _run(spec: JobSpec, images, client: Client, *, progress: bool, storage_optio
     mapped = client.persist(mapped)
     if progress:
         show_progress(mapped)
-    faces = [item[1] for item in mapped.filter(_is_face).compute()]
+    try:
+        faces = [item[1] for item in mapped.filter(_is_face).compute()]
+    except Exception as error:
+        raise StageError(f"the map stage failed: {type(error).__name__}: {error}; the "
+                         "scheduler and worker logs give the cause") from error
     if spec.face.identities == "cluster":
         assigned = cluster_identities(faces, spec.face)
         mapped = mapped.map(relabel_emitted, assigned=assigned)
@@ -149,7 +153,8 @@ def _run(spec: JobSpec, images, client: Client, *, progress: bool, storage_optio
     try:
         results = reduced.compute()
     except Exception as error:
-        raise StageError(f"the reduce stage failed: {error}") from error
+        raise StageError(f"the reduce stage failed: {type(error).__name__}: {error}; the "
+                         "scheduler and worker logs give the cause") from error
     timings["reduce_seconds"] = round(time.perf_counter() - started, 2)
 
     started = time.perf_counter()
