@@ -66,3 +66,10 @@ def test_results_grouped_by_cluster(cluster_job):
     assert sorted(keys.values()) == sorted(
         sum(owner == person for owner in truth.values()) for person in PEOPLE)
     assert all("descriptor" not in image for image in report.images)
+
+
+def test_descriptor_model_fits_worker(cluster_job):
+    report, _ = cluster_job
+
+    # Dask pauses a 512 MB worker at 80 % of its limit, 390.6 MiB.
+    assert report.memory["map_peak_rss_mib"] < 390.6
