@@ -33,12 +33,21 @@ def sharpness(image: np.ndarray, landmarks: np.ndarray) -> float:
     sigma 3 at that size measure about 6 to 10.
     """
     low, high = landmarks.min(axis=0), landmarks.max(axis=0)
-    centre = (low + high) / 2.0
     side = max(float((high - low).max()), 1.0)
+
+    # Only the square around the face is converted to grey, not the whole photo.
+    height, width = image.shape[:2]
+    left = int(np.clip(np.floor((low[0] + high[0] - side) / 2.0) - 2, 0, width - 1))
+    top = int(np.clip(np.floor((low[1] + high[1] - side) / 2.0) - 2, 0, height - 1))
+    right = int(np.clip(np.ceil((low[0] + high[0] + side) / 2.0) + 2, left + 1, width))
+    bottom = int(np.clip(np.ceil((low[1] + high[1] + side) / 2.0) + 2, top + 1, height))
+    region = np.ascontiguousarray(image[top:bottom, left:right])
+
+    centre = (low + high) / 2.0 - np.array([left, top])
     scale = SHARPNESS_SIZE / side
     affine = np.array([[scale, 0.0, SHARPNESS_SIZE / 2.0 - scale * centre[0]],
                        [0.0, scale, SHARPNESS_SIZE / 2.0 - scale * centre[1]]])
-    grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    grey = cv2.cvtColor(region, cv2.COLOR_RGB2GRAY)
     interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
     face = cv2.warpAffine(grey, affine, (SHARPNESS_SIZE, SHARPNESS_SIZE), flags=interpolation,
                           borderMode=cv2.BORDER_REPLICATE)
