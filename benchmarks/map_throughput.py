@@ -2,21 +2,23 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/map_throughput.py [--rounds 2] [--partition-size 7] [--photos FOLDER]
+    .venv/bin/python benchmarks/map_throughput.py [--rounds 2] [--partition-size 7] \
+        [--photos FOLDER]
 
 ``--photos`` defaults to ``../shared/data/faces_deepface/images``.
 
 The photos are cropped to a centred square, resized to 1024x1024 and written as JPEGs
 (quality 90) into a temporary folder. One LocalCluster worker (1 thread, ``memory_limit``
-512 MB) then times, in one task and alternating in every round:
+512 MB) then times, in one task, per map partition and alternating in every round:
 
 - the baseline: JPEG decoding plus the face detector alone, with the job's settings;
 - the map stage: :func:`daskavatar.jobs.runner.map_partition` over the same images, which
   decodes, detects, predicts landmarks, runs the quality checks, estimates the pose, crops
   and writes ``features.zarr``.
 
-Their ratio is robust to other load on the machine because both run on the same images
-in the same process, and the CPU-time ratio more so. The script prints faces per hour, the ratio and the worker's peak RSS.
+Their ratio is robust to other load on the machine because both run on the same images in
+the same process, and the ratio of CPU times more so. The script prints faces per hour, the
+ratio and the worker's peak RSS.
 """
 
 import argparse
