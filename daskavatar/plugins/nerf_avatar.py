@@ -19,6 +19,7 @@ import numpy as np
 from daskavatar.exceptions import JobSpecError
 from daskavatar.export.previews import png_bytes, tile_views
 from daskavatar.faces.align import face_mask
+from daskavatar.faces.bundle import refine_identity
 from daskavatar.faces.pose import euler_angles
 from daskavatar.io.outputs import join, write_bytes, write_json
 from daskavatar.io.store import STATUS_OK, read_rows
@@ -148,6 +149,9 @@ def _build(identity, rows, *, store_url, config, compiled, folder, storage_optio
     data = read_rows(store_url, rows, storage_options=storage_options)
     if not np.all(data["status"] == STATUS_OK):
         raise RuntimeError(f"features.zarr rows {rows} of {identity!r} are not all usable")
+    # One shared head shape and mutually consistent cameras from all photos (bundle adjustment).
+    bundle = refine_identity(data["landmarks"], data["intrinsics"], data["c2w"])
+    data["c2w"] = bundle.c2w.astype(np.float32)
     resolution = data["crops"].shape[1]
     masks = np.stack([face_mask(points, resolution) for points in data["landmarks"]])
     views = TrainingViews.from_crops(data["crops"], masks, data["c2w"], data["intrinsics"])
@@ -204,6 +208,8 @@ def _build(identity, rows, *, store_url, config, compiled, folder, storage_optio
               "mesh": mesh_file, "mesh_files": mesh_files,
               "mesh_vertices": int(len(vertices)), "mesh_faces": int(len(faces)),
               "mesh_level": round(level, 4), "textured": texture is not None,
+              "reprojection_error_px": {"before": round(float(bundle.error_before.mean()), 3),
+                                        "after": round(float(bundle.error_after.mean()), 3)},
               "preview": "preview.png", "rows": [int(r) for r in rows],
               "worker_rss_mib": memory}
     if held_out_metrics is not None:
@@ -230,4 +236,3 @@ def _bake_texture(programs, params, vertices, faces, viewpoint):
         return query_field(programs, params, points, directions.astype(np.float32))[1]
 
     return bake_texture(vertices, faces, color_at, size=TEXTURE_SIZE)
-
