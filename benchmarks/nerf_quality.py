@@ -55,10 +55,10 @@ def load_scene(scene: str):
         # The head renders put the ray of pixel column i through i, not i + 0.5.
         return (load_blender_views(folder, "train", scale=scale, pixel_offset=0.5),
                 load_blender_views(folder, "test", scale=scale, pixel_offset=0.5))
-    held = list(range(9, 100, 10))
-    train = [i for i in range(100) if i not in held]
+    held_out = list(range(9, 100, 10))
+    train = [i for i in range(100) if i not in held_out]
     return (load_blender_views(LEGO, "train", scale=scale, indices=train),
-            load_blender_views(LEGO, "train", scale=scale, indices=held))
+            load_blender_views(LEGO, "train", scale=scale, indices=held_out))
 
 
 def run_fit(scene: str, compiled: dict, *, iterations: int, every: int, curve_views: int,

@@ -108,8 +108,8 @@ def _solidify(sigma: np.ndarray, level: float) -> np.ndarray:
     labels, count = ndimage.label(solid)
     if count > 1:
         sizes = ndimage.sum_labels(solid, labels, index=np.arange(1, count + 1))
-        kept = np.flatnonzero(sizes >= MIN_SOLID_FRACTION * sizes.max()) + 1
-        solid = np.isin(labels, kept)
+        large_labels = np.flatnonzero(sizes >= MIN_SOLID_FRACTION * sizes.max()) + 1
+        solid = np.isin(labels, large_labels)
     filled = ndimage.binary_fill_holes(ndimage.binary_closing(solid,
                                                               iterations=CLOSING_ITERATIONS))
 

@@ -73,11 +73,11 @@ class TrainingViews:
 
         ``held_out`` is None, and ``training`` all views, below ``min_views`` views.
         """
-        held = self.held_out_index(min_views=min_views)
-        if held is None:
+        held_index = self.held_out_index(min_views=min_views)
+        if held_index is None:
             return self, None
-        rest = [i for i in range(len(self)) if i != held]
-        return self.subset(rest), self.subset([held])
+        rest = [i for i in range(len(self)) if i != held_index]
+        return self.subset(rest), self.subset([held_index])
 
     def with_mirrored(self) -> TrainingViews:
         """Append every view flipped left to right, seen by the mirrored camera.
