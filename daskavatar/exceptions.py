@@ -10,6 +10,7 @@ matching built-in exception, so code that already catches ``ValueError`` or
     ├── InputNotFoundError(FileNotFoundError)
     │                                    an input glob or URL matched no image
     ├── OutputPathError(OSError)         the output path cannot be written
+    ├── JobStateError(FileExistsError)   the output path holds the outputs of another job
     └── StageError(RuntimeError)         a job stage failed as a whole
 
 Per-image and per-identity failures are not exceptions: they become records with a reason code
@@ -31,6 +32,10 @@ class InputNotFoundError(DaskAvatarError, FileNotFoundError):
 
 class OutputPathError(DaskAvatarError, OSError):
     """The output path cannot be created or written."""
+
+
+class JobStateError(DaskAvatarError, FileExistsError):
+    """The output path holds the manifest of a different job, or an unreadable manifest."""
 
 
 class StageError(DaskAvatarError, RuntimeError):

@@ -27,6 +27,9 @@ class JobReport:
     memory: dict
     """Peak worker RSS in MiB per stage (process lifetime peak from getrusage)."""
     worker_restarts: int
+    resume: dict = dataclasses.field(default_factory=dict)
+    """This run's manifest URL and run id, whether it resumed an earlier run, and how many
+    map partitions and keys it skipped because they were done."""
 
     @classmethod
     def build(cls, *, spec, faces, results, finished, timings, worker_restarts) -> JobReport:

@@ -4,9 +4,12 @@ The stages are Dask collections run on the client's cluster; the project adds no
 of its own. Map tasks are partitions of a ``dask.bag`` of image records; each analyses its
 images (:mod:`daskavatar.faces.pipeline`), writes its own region of ``features.zarr`` and
 lets the job's plugin emit keyed records. Those are grouped by key with a task-based bag
-shuffle into ``num_reduce_tasks`` partitions; each reduce task runs the plugin's reduce step
-for its keys one after another. The plugin interface is in :mod:`daskavatar.plugins.base`
-and the report in :mod:`daskavatar.jobs.report`.
+shuffle into ``num_reduce_tasks`` partitions, and one reduce task per key runs the plugin's
+reduce step, so a key whose task keeps killing its worker fails alone. Each task is a Dask
+future with ``retries`` (``daskavatar.tasks.retries``); the client records every finished
+task in the job manifest (:mod:`daskavatar.jobs.state`), which lets a job run again resume.
+The plugin interface is in :mod:`daskavatar.plugins.base` and the report in
+:mod:`daskavatar.jobs.report`.
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ import functools
 import logging
 import math
 import os
+import threading
 import time
 
+import dask
 import dask.bag as db
 import fsspec
 import numpy as np
-from distributed import Client, progress as show_progress
+from distributed import Client, as_completed, get_worker, progress as show_progress
+from distributed.scheduler import KilledWorker
 
+from daskavatar import config as _config
 from daskavatar.cluster import connect
 from daskavatar.exceptions import JobSpecError, OutputPathError, StageError
 from daskavatar.faces.models import release_models
@@ -31,10 +38,12 @@ from daskavatar.faces.pipeline import analyse_image
 from daskavatar.io.images import discover_images, read_image
 from daskavatar.io.outputs import join, safe_name, write_bytes, write_json
 from daskavatar.io.store import STATUS_OK, STATUS_REJECTED, create_feature_store, \
-    write_crop, write_partition
+    feature_store_matches, write_crop, write_partition
 from daskavatar.jobs.memory import PeakMemory, release_memory, rss_mib
 from daskavatar.jobs.report import JobReport
 from daskavatar.jobs.spec import JobSpec
+from daskavatar.jobs.state import DONE, FAILED, JobState, read_partition_records, \
+    write_partition_records
 from daskavatar.plugins.base import FinishContext, MapContext, ReduceContext
 
 logger = logging.getLogger(__name__)
@@ -42,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 def run_job(spec, client: Client | None = None, *, progress: bool = True,
             storage_options=None, scheduler: str | None = None, n_workers: int | None = None,
-            on_connect=None) -> JobReport:
+            on_connect=None, overwrite: bool = False) -> JobReport:
     """Run a job and return its report; the report is also written to ``output_path/job.json``.
 
     ``spec`` is a :class:`JobSpec`, a job dict or the path of a job JSON file. Without a
@@ -51,15 +60,21 @@ def run_job(spec, client: Client | None = None, *, progress: bool = True,
     once the client is ready (the CLI prints the dashboard link there). Invalid specs,
     missing inputs and unwritable output paths raise before any cluster starts; a plugin
     that is only installed on the cluster is looked up there before any compute.
+
+    ``storage_options`` (fsspec options for every path) override, key by key, the job
+    config's ``storage_options``, which override the Dask config ``daskavatar.storage-options``.
+    A job run again with the same ``output_path`` resumes: it skips the map partitions and
+    keys that ``output_path/manifest.json`` records as done. A changed spec raises
+    :class:`~daskavatar.exceptions.JobStateError` unless ``overwrite`` is true, which
+    removes the previous outputs and starts over.
     """
     raw = JobSpec.read_file(spec) if isinstance(spec, str) else spec
     on_cluster = client is not None or scheduler is not None
     spec = _resolve_spec(raw, client=None, defer_unknown_plugin=on_cluster)
 
     if spec is not None:
-        images = discover_images(spec.input_paths, identities_csv=spec.face.identities_csv,
-                                 storage_options=storage_options)
-        _check_output_path(spec.output_path, storage_options)
+        storage_options = resolve_storage_options(spec, storage_options)
+        images, state = _prepare(spec, storage_options, overwrite=overwrite)
 
     if client is not None:
         context = contextlib.nullcontext(client)
@@ -68,12 +83,39 @@ def run_job(spec, client: Client | None = None, *, progress: bool = True,
     with context as client:
         if spec is None:
             spec = _resolve_spec(raw, client=client, defer_unknown_plugin=False)
-            images = discover_images(spec.input_paths, identities_csv=spec.face.identities_csv,
-                                     storage_options=storage_options)
-            _check_output_path(spec.output_path, storage_options)
+            storage_options = resolve_storage_options(spec, storage_options)
+            images, state = _prepare(spec, storage_options, overwrite=overwrite)
         if on_connect is not None:
             on_connect(client)
-        return _run(spec, images, client, progress=progress, storage_options=storage_options)
+        try:
+            report = _run(spec, images, state, client, progress=progress,
+                          storage_options=storage_options)
+        except BaseException:
+            state.finish(FAILED)
+            raise
+        state.finish(DONE)
+        return report
+
+
+def resolve_storage_options(spec: JobSpec, storage_options=None) -> dict | None:
+    """Merge the Dask config's, the job config's and the caller's fsspec options, in order.
+
+    Returns ``None`` when all three are empty, so local paths get no options.
+    """
+    merged = {**(_config.get("storage-options") or {}), **(spec.storage_options or {}),
+              **(storage_options or {})}
+    return merged or None
+
+
+def _prepare(spec: JobSpec, storage_options, *, overwrite: bool):
+    """List the inputs, check the output path and open the manifest; no compute runs here."""
+    images = discover_images(spec.input_paths, identities_csv=spec.face.identities_csv,
+                             storage_options=storage_options)
+    _check_output_path(spec.output_path, storage_options)
+    state = JobState.open(spec=spec, images=images,
+                          output_folders=[spec.plugin_class.output_folder],
+                          overwrite=overwrite, storage_options=storage_options)
+    return images, state
 
 
 def _resolve_spec(raw, *, client, defer_unknown_plugin: bool) -> JobSpec | None:
@@ -96,27 +138,21 @@ def _resolve_spec(raw, *, client, defer_unknown_plugin: bool) -> JobSpec | None:
         raise
 
 
-def _run(spec: JobSpec, images, client: Client, *, progress: bool, storage_options) -> JobReport:
+def _run(spec: JobSpec, images, state: JobState, client: Client, *, progress: bool,
+         storage_options) -> JobReport:
     timings = {}
     plugin = spec.make_plugin()
     worker_pids = client.run(os.getpid)
+    retries = int(_config.get("tasks.retries", 0))
     logger.info("Job started: plugin %s, %d images, %d map tasks, %d reduce tasks; "
                 "dashboard %s", spec.plugin_name, len(images), spec.num_map_tasks,
                 spec.num_reduce_tasks, client.dashboard_link)
 
     started = time.perf_counter()
     store_url = join(spec.output_path, "features.zarr")
-    partition_rows = math.ceil(len(images) / spec.num_map_tasks)
-    create_feature_store(store_url, num_rows=len(images), resolution=spec.face.output_resolution,
-                         partition_rows=partition_rows, storage_options=storage_options)
-
-    bag = db.from_sequence(images, partition_size=partition_rows)
-    mapped = bag.map_partitions(map_partition, plugin=plugin, store_url=store_url,
-                                config=spec.face, storage_options=storage_options)
-    mapped = client.persist(mapped)
-    if progress:
-        show_progress(mapped)
-    faces = [item[1] for item in mapped.filter(_is_face).compute()]
+    faces, partitions = _map_stage(spec, images, state, client, plugin=plugin,
+                                   store_url=store_url, retries=retries, progress=progress,
+                                   storage_options=storage_options)
     timings["map_seconds"] = round(time.perf_counter() - started, 2)
     logger.info("Map stage finished: %d of %d images usable", sum(f["status"] == "ok"
                                                                     for f in faces), len(faces))
@@ -129,38 +165,192 @@ def _run(spec: JobSpec, images, client: Client, *, progress: bool, storage_optio
     timings["prepare_seconds"] = round(time.perf_counter() - started, 2)
 
     started = time.perf_counter()
-    groups = mapped.filter(_is_emitted).groupby(_emitted_key, npartitions=spec.num_reduce_tasks,
-                                                shuffle="tasks")
-    reduced = groups.map_partitions(reduce_partition, plugin=plugin, store_url=store_url,
-                                    output_path=spec.output_path,
-                                    storage_options=storage_options)
-    reduced = client.persist(reduced)
-    if progress:
-        show_progress(reduced)
-    try:
-        results = reduced.compute()
-    except Exception as error:
-        raise StageError(f"the reduce stage failed: {error}") from error
+    results = _reduce_stage(spec, state, client, plugin=plugin, partitions=partitions,
+                            store_url=store_url, retries=retries, progress=progress,
+                            storage_options=storage_options)
     timings["reduce_seconds"] = round(time.perf_counter() - started, 2)
 
     started = time.perf_counter()
+    state.start_stage("finish")
     finish = client.submit(finish_job, plugin, results, output_path=spec.output_path,
-                           storage_options=storage_options, pure=False)
+                           storage_options=storage_options, pure=False, retries=retries)
     try:
         finished = finish.result()
     except Exception as error:
         raise StageError(f"the finish step of plugin {spec.plugin_name} failed: {error}") \
             from error
+    state.finish_stage("finish")
     timings["finish_seconds"] = round(time.perf_counter() - started, 2)
 
     restarted = _count_restarts(worker_pids, client.run(os.getpid))
     report = JobReport.build(spec=spec, faces=faces, results=results, finished=finished,
                              timings=timings, worker_restarts=restarted)
+    report.resume = {"manifest": state.url, "run": state.run_id, "resumed": state.resumed,
+                     **state.data["stages"]["map"].get("counts", {}),
+                     **state.data["stages"]["reduce"].get("counts", {})}
     write_json(join(spec.output_path, "job.json"), report.to_dict(),
                storage_options=storage_options)
     logger.info("Job finished: %d of %d keys done, outputs in %s", report.counts["results"],
                 report.counts["identities"], spec.output_path)
     return report
+
+
+def _map_stage(spec, images, state, client, *, plugin, store_url, retries, progress,
+               storage_options):
+    """Run one task per map partition that is not done yet; return every face record.
+
+    Returns ``(faces, partitions)``: a face record per image, in row order, and the indices
+    of the partitions whose records file exists. The images of a partition whose task
+    failed for good (it raised through its retries, or its worker died more often than
+    ``distributed.scheduler.allowed-failures``) get the status ``map_task_failed``.
+    """
+    partition_rows = math.ceil(len(images) / spec.num_map_tasks)
+    partitions = [images[start:start + partition_rows]
+                  for start in range(0, len(images), partition_rows)]
+    layout = {"num_rows": len(images), "resolution": spec.face.output_resolution,
+              "partition_rows": partition_rows}
+
+    finished = state.finished_partitions(len(partitions)) if state.resumed else set()
+    if finished and not feature_store_matches(store_url, **layout,
+                                              storage_options=storage_options):
+        logger.warning("features.zarr in %s is missing or has another layout; running all "
+                       "%d map partitions again", spec.output_path, len(partitions))
+        finished = set()
+    if not finished:
+        create_feature_store(store_url, **layout, storage_options=storage_options)
+    elif len(finished) < len(partitions):
+        logger.info("Resuming: %d of %d map partitions are done", len(finished),
+                    len(partitions))
+
+    state.start_stage("map")
+    todo = [index for index in range(len(partitions)) if index not in finished]
+    state.start_partitions({index: (partitions[index][0].row, partitions[index][-1].row + 1)
+                            for index in todo})
+    futures = {}
+    for index in todo:
+        future = client.submit(map_task, partitions[index], plugin=plugin, store_url=store_url,
+                               config=spec.face, records_url=state.partition_url(index),
+                               run_id=state.run_id, storage_options=storage_options,
+                               retries=retries, key=f"daskavatar-map-{state.run_id}-{index}")
+        futures[future] = index
+    bar = _start_progress(list(futures)) if progress and futures else None
+
+    faces_by_partition = {}
+    for index in finished:
+        records = read_partition_records(state.partition_url(index),
+                                         storage_options=storage_options)
+        faces_by_partition[index] = [item[1] for item in records if _is_face(item)]
+    failed = set()
+    for future in as_completed(futures):
+        index = futures[future]
+        error = _task_error(future, what=f"map partition {index}")
+        if error is None:
+            faces_by_partition[index] = future.result()
+            state.finish_partition(index)
+        else:
+            logger.error("Map partition %d (rows %d to %d) failed: %s", index,
+                         partitions[index][0].row, partitions[index][-1].row, error)
+            faces_by_partition[index] = [_failed_face(image, error)
+                                         for image in partitions[index]]
+            state.finish_partition(index, error=error)
+            failed.add(index)
+        future.release()
+    _stop_progress(bar)
+
+    state.finish_stage("map", counts={"map_partitions": len(partitions),
+                                      "skipped_map_partitions": len(finished),
+                                      "failed_map_partitions": len(failed)})
+    faces = [face for index in sorted(faces_by_partition) for face in faces_by_partition[index]]
+    return faces, [index for index in range(len(partitions)) if index not in failed]
+
+
+def _reduce_stage(spec, state, client, *, plugin, partitions, store_url, retries, progress,
+                  storage_options) -> list[dict]:
+    """Shuffle the emitted records by key, then run one reduce task per key not done yet.
+
+    The shuffle reads the partitions' records files, so a worker lost in this stage costs
+    Dask a re-read of small files, never a re-run of the face analysis.
+    """
+    state.start_stage("reduce")
+    if not partitions:
+        state.finish_stage("reduce", counts={"skipped_keys": 0})
+        return []
+
+    loads = [dask.delayed(_read_emitted)(state.partition_url(index),
+                                         storage_options=storage_options,
+                                         dask_key_name=f"daskavatar-records-{state.run_id}-"
+                                                       f"{index}")
+             for index in partitions]
+    groups = db.from_delayed(loads).groupby(_emitted_key, npartitions=spec.num_reduce_tasks,
+                                            shuffle="tasks")
+    group_futures = client.compute(groups.to_delayed())
+    summaries = client.gather(client.map(_summarise_groups, group_futures, pure=False))
+
+    keys = {key: (part, photos, usable) for part, summary in enumerate(summaries)
+            for key, photos, usable in summary}
+    done = state.finished_keys(sorted(keys)) if state.resumed else {}
+    if done:
+        logger.info("Resuming: %d of %d keys are done", len(done), len(keys))
+    todo = [key for key in sorted(keys) if key not in done]
+    state.start_keys(todo)
+
+    futures = {}
+    for number, key in enumerate(todo):
+        future = client.submit(reduce_key, group_futures[keys[key][0]], key, plugin=plugin,
+                               store_url=store_url, output_path=spec.output_path,
+                               run_id=state.run_id, storage_options=storage_options,
+                               retries=retries, key=f"daskavatar-reduce-{state.run_id}-{number}")
+        futures[future] = key
+    bar = _start_progress(list(futures)) if progress and futures else None
+
+    results = list(done.values())
+    for future in as_completed(futures):
+        key = futures[future]
+        error = _task_error(future, what=f"the reduce task of key {key!r}")
+        if error is None:
+            entry = future.result()
+        else:
+            logger.error("The reduce task of key %r failed: %s", key, error)
+            _, photos, usable = keys[key]
+            entry = {"identity": key, "photos": photos, "usable_photos": usable,
+                     "folder": join(spec.output_path, plugin.output_folder, safe_name(key)),
+                     "status": "failed", "reason": type(future.exception()).__name__,
+                     "message": error}
+        state.finish_key(key, entry)
+        results.append(entry)
+        future.release()
+    _stop_progress(bar)
+    del group_futures
+
+    state.finish_stage("reduce", counts={"skipped_keys": len(done)})
+    return results
+
+
+def map_task(images, *, plugin, store_url, config, records_url, run_id,
+             storage_options=None) -> list[dict]:
+    """Run :func:`map_partition`, then write its records file; return the face records.
+
+    The records file is written last, so it exists only for a partition whose rows of
+    ``features.zarr`` are complete. A re-run overwrites the same rows and the same file.
+    """
+    _log_event("daskavatar-map", {"run": run_id, "row": images[0].row if images else None,
+                                  "event": "start"})
+    records = map_partition(images, plugin=plugin, store_url=store_url, config=config,
+                            storage_options=storage_options)
+    write_partition_records(records_url, records, storage_options=storage_options)
+    return [item[1] for item in records if _is_face(item)]
+
+
+def reduce_key(groups, key, *, plugin, store_url, output_path, run_id,
+               storage_options=None) -> dict:
+    """Run ``plugin.reduce`` for ``key``, one of the ``(key, emitted items)`` of ``groups``."""
+    _log_event("daskavatar-reduce", {"run": run_id, "key": key, "event": "start"})
+    items = next(items for group_key, items in groups if group_key == key)
+    [entry] = reduce_partition([(key, items)], plugin=plugin, store_url=store_url,
+                               output_path=output_path, storage_options=storage_options)
+    _log_event("daskavatar-reduce", {"run": run_id, "key": key, "event": "finish",
+                                     "status": entry["status"]})
+    return entry
 
 
 def map_partition(images, *, plugin, store_url, config, storage_options=None) -> list[tuple]:
@@ -272,6 +462,63 @@ def finish_job(plugin, results, *, output_path, storage_options=None) -> dict:
 def _decode(image, *, config, storage_options) -> np.ndarray:
     return read_image(image.url, max_pixels=config.max_image_pixels,
                       storage_options=storage_options)
+
+
+def _read_emitted(url, *, storage_options=None) -> list[tuple]:
+    return [item for item in read_partition_records(url, storage_options=storage_options)
+            if _is_emitted(item)]
+
+
+def _summarise_groups(groups) -> list[tuple[str, int, int]]:
+    """Return ``(key, photos, usable photos)`` for every group of a reduce partition."""
+    return [(key, len(items), sum(item[2].get("status") == "ok" for item in items))
+            for key, items in groups]
+
+
+def _task_error(future, *, what: str) -> str | None:
+    """Return why ``future`` failed in a sentence for the report, or ``None`` if it did not."""
+    if future.status != "error":
+        return None
+    error = future.exception()
+    if isinstance(error, KilledWorker):
+        return (f"the worker running {what} died more often than the scheduler's "
+                "distributed.scheduler.allowed-failures, so Dask gave up on the task. A "
+                "worker dies when it passes its memory limit or its process crashes; the "
+                f"worker logs say which ({error})")
+    return f"{what} failed: {type(error).__name__}: {error}"
+
+
+def _failed_face(image, error: str) -> dict:
+    return {"image_id": image.image_id, "url": image.url, "identity": image.identity,
+            "row": image.row, "status": "map_task_failed", "message": error, "face_count": 0,
+            "detection_score": None, "reprojection_error": None, "yaw": None, "pitch": None,
+            "roll": None, "worker_peak_rss_mib": None}
+
+
+def _log_event(topic: str, message: dict) -> None:
+    """Record ``message`` in the scheduler's event log (``Client.get_events(topic)``)."""
+    try:
+        worker = get_worker()
+    except ValueError:
+        return
+    worker.log_event(topic, message)
+
+
+def _start_progress(futures):
+    """Draw Dask's progress bar for ``futures`` in a thread while the client handles results.
+
+    ``distributed.progress`` blocks until every future is done, and the manifest must be
+    updated as each one finishes.
+    """
+    thread = threading.Thread(target=show_progress, args=(futures,), daemon=True,
+                              name="daskavatar-progress")
+    thread.start()
+    return thread
+
+
+def _stop_progress(thread) -> None:
+    if thread is not None:
+        thread.join(timeout=5)
 
 
 def _is_face(item) -> bool:
