@@ -35,7 +35,7 @@ class OutputPathError(DaskAvatarError, OSError):
 
 
 class JobStateError(DaskAvatarError, FileExistsError):
-    """The output path holds the manifest of a different job, or an unreadable manifest."""
+    """The output path contains the manifest of a different job, or an unreadable manifest."""
 
 
 class StageError(DaskAvatarError, RuntimeError):

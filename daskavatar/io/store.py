@@ -57,7 +57,7 @@ def create_feature_store(url: str, *, num_rows: int, resolution: int, partition_
 
 def feature_store_matches(url: str, *, num_rows: int, resolution: int, partition_rows: int,
                           storage_options=None) -> bool:
-    """Return whether ``url`` holds a feature store of this layout, so a resumed job keeps it."""
+    """Return whether ``url`` contains a feature store of this layout, so a resumed job keeps it."""
     try:
         group = _open_group(url, mode="r", storage_options=storage_options)
         crops = group["crops"]

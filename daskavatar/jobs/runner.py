@@ -1,14 +1,15 @@
 """Running a job: discover, map, shuffle by key, reduce, finish, report.
 
-The stages are Dask collections run on the client's cluster; the project adds no scheduling
-of its own. Map tasks are partitions of a ``dask.bag`` of image records; each analyses its
-images (:mod:`daskavatar.faces.pipeline`), writes its own region of ``features.zarr`` and
-lets the job's plugin emit keyed records. Those are grouped by key with a task-based bag
-shuffle into ``num_reduce_tasks`` partitions, and one reduce task per key runs the plugin's
-reduce step, so a key whose task keeps killing its worker fails alone. Each task is a Dask
-future with ``retries`` (``daskavatar.tasks.retries``); the client records every finished
-task in the job manifest (:mod:`daskavatar.jobs.state`), which lets a job run again resume.
-The plugin interface is in :mod:`daskavatar.plugins.base` and the report in
+The stages run on the client's cluster as Dask futures and collections; the project adds no
+scheduling of its own. Each map task is one partition of consecutive image records: it
+analyses its images (:mod:`daskavatar.faces.pipeline`), writes its own region of
+``features.zarr``, lets the job's plugin emit keyed records and writes them to a records
+file. A task-based ``dask.bag`` shuffle groups those records by key into
+``num_reduce_tasks`` partitions, and one reduce task per key runs the plugin's reduce step,
+so a key whose task keeps killing its worker fails alone. Each task is a Dask future with
+``retries`` (``daskavatar.tasks.retries``); the client records every finished task in the
+job manifest (:mod:`daskavatar.jobs.state`), which lets a job run again resume. The plugin
+interface is in :mod:`daskavatar.plugins.base` and the report in
 :mod:`daskavatar.jobs.report`.
 """
 
@@ -243,7 +244,7 @@ def _map_stage(spec, images, state, client, *, plugin, store_url, retries, progr
     failed = set()
     for future in as_completed(futures):
         index = futures[future]
-        error = _task_error(future, what=f"map partition {index}")
+        error = _task_error(future, task_name=f"map partition {index}")
         if error is None:
             faces_by_partition[index] = future.result()
             state.finish_partition(index)
@@ -306,7 +307,7 @@ def _reduce_stage(spec, state, client, *, plugin, partitions, store_url, retries
     results = list(done.values())
     for future in as_completed(futures):
         key = futures[future]
-        error = _task_error(future, what=f"the reduce task of key {key!r}")
+        error = _task_error(future, task_name=f"the reduce task of key {key!r}")
         if error is None:
             entry = future.result()
         else:
@@ -475,17 +476,17 @@ def _summarise_groups(groups) -> list[tuple[str, int, int]]:
             for key, items in groups]
 
 
-def _task_error(future, *, what: str) -> str | None:
+def _task_error(future, *, task_name: str) -> str | None:
     """Return why ``future`` failed in a sentence for the report, or ``None`` if it did not."""
     if future.status != "error":
         return None
     error = future.exception()
     if isinstance(error, KilledWorker):
-        return (f"the worker running {what} died more often than the scheduler's "
+        return (f"the worker running {task_name} died more often than the scheduler's "
                 "distributed.scheduler.allowed-failures, so Dask gave up on the task. A "
                 "worker dies when it passes its memory limit or its process crashes; the "
                 f"worker logs say which ({error})")
-    return f"{what} failed: {type(error).__name__}: {error}"
+    return f"{task_name} failed: {type(error).__name__}: {error}"
 
 
 def _failed_face(image, error: str) -> dict:

@@ -7,7 +7,7 @@ A job arrives as JSON from the CLI, the REST API or Python::
      "input_paths": ["faces/**/*.jpg"], "output_path": "out/",
      "num_map_tasks": 4, "num_reduce_tasks": 2}
 
-The ``config`` block holds the map-stage keys of :class:`FaceConfig`, shared by every
+The ``config`` block contains the map-stage keys of :class:`FaceConfig`, shared by every
 plugin, the keys of the selected plugin's ``config_class``, and optionally
 ``storage_options``: a JSON object of fsspec options (for ``s3://``: ``key``, ``secret``,
 ``endpoint_url``, ``client_kwargs``) used for every input and output path of the job. Values may arrive as strings
@@ -168,8 +168,10 @@ class JobSpec:
         raw_config = dict(raw_config)
         storage_options = raw_config.pop("storage_options", None)
         if storage_options is not None and not isinstance(storage_options, dict):
-            raise JobSpecError(f"invalid storage_options {storage_options!r} in the job config; "
-                               "give a JSON object of fsspec options such as "
+            # The value is left out of the message because it may be a credential.
+            raise JobSpecError(f"invalid storage_options in the job config: a "
+                               f"{type(storage_options).__name__}, not a JSON object; give "
+                               "an object of fsspec options such as "
                                '{"endpoint_url": "http://host:9000"}')
         face, plugin_config = _split_config(raw_config, plugin_class)
 

@@ -68,7 +68,7 @@ class JobState:
 
         ``output_folders`` are the folders under ``output_path`` that the job writes besides
         ``features.zarr``, such as the plugin's ``output_folder``; ``overwrite`` removes them.
-        Raises :class:`JobStateError` when ``output_path`` holds the manifest of a different
+        Raises :class:`JobStateError` when ``output_path`` contains the manifest of a different
         spec or input listing and ``overwrite`` is false.
         """
         spec_dict = spec.to_dict()
@@ -80,7 +80,7 @@ class JobState:
             changes = _changes(previous, spec_dict, inputs)
             if changes:
                 raise JobStateError(
-                    f"output_path {spec.output_path!r} holds the outputs of a different job "
+                    f"output_path {spec.output_path!r} contains the outputs of a different job "
                     f"(changed: {', '.join(changes)}); use another output_path, or run with "
                     "--overwrite (overwrite=True) to replace them")
 
