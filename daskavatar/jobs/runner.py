@@ -255,8 +255,10 @@ def _map_stage(spec, images, state, client, *, plugin, store_url, retries, progr
                                          for image in partitions[index]]
             state.finish_partition(index, error=error)
             failed.add(index)
-        future.release()
+    # Dask's progress bar waits until the scheduler knows each of its keys, so a future
+    # released before the bar has started would keep it waiting until the cluster closes.
     _stop_progress(bar)
+    futures.clear()
 
     state.finish_stage("map", counts={"map_partitions": len(partitions),
                                       "skipped_map_partitions": len(finished),
@@ -319,8 +321,8 @@ def _reduce_stage(spec, state, client, *, plugin, partitions, store_url, retries
                      "message": error}
         state.finish_key(key, entry)
         results.append(entry)
-        future.release()
     _stop_progress(bar)
+    futures.clear()
     del group_futures
 
     state.finish_stage("reduce", counts={"skipped_keys": len(done)})
