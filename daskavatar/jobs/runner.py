@@ -37,7 +37,8 @@ from daskavatar.exceptions import JobSpecError, OutputPathError, StageError
 from daskavatar.faces.models import release_models
 from daskavatar.faces.pipeline import analyse_image
 from daskavatar.io.images import discover_images, read_image
-from daskavatar.io.outputs import join, safe_name, write_bytes, write_json
+from daskavatar.io.outputs import join, remove_temporary_files, safe_name, write_bytes, \
+    write_json
 from daskavatar.io.store import STATUS_OK, STATUS_REJECTED, create_feature_store, \
     feature_store_matches, write_crop, write_partition
 from daskavatar.jobs.memory import PeakMemory, release_memory, rss_mib
@@ -260,6 +261,13 @@ def _map_stage(spec, images, state, client, *, plugin, store_url, retries, progr
     _stop_progress(bar)
     futures.clear()
 
+    # Map tasks whose worker died may have left Zarr's temporary chunk files; no map task
+    # runs now.
+    removed = remove_temporary_files(store_url, storage_options=storage_options)
+    if removed:
+        logger.warning("Removed %d temporary files that killed map tasks left in %s",
+                       len(removed), store_url)
+
     state.finish_stage("map", counts={"map_partitions": len(partitions),
                                       "skipped_map_partitions": len(finished),
                                       "failed_map_partitions": len(failed)})
@@ -349,6 +357,13 @@ def reduce_key(groups, key, *, plugin, store_url, output_path, run_id,
     """Run ``plugin.reduce`` for ``key``, one of the ``(key, emitted items)`` of ``groups``."""
     _log_event("daskavatar-reduce", {"run": run_id, "key": key, "event": "start"})
     items = next(items for group_key, items in groups if group_key == key)
+
+    # A task of this key that was killed mid-write may have left temporary files; this task
+    # is the folder's only writer now.
+    folder = join(output_path, plugin.output_folder, safe_name(key))
+    for path in remove_temporary_files(folder, storage_options=storage_options):
+        logger.warning("Removed %s, left by a killed task of key %r", path, key)
+
     [entry] = reduce_partition([(key, items)], plugin=plugin, store_url=store_url,
                                output_path=output_path, storage_options=storage_options)
     _log_event("daskavatar-reduce", {"run": run_id, "key": key, "event": "finish",

@@ -10,7 +10,7 @@ import pathlib
 
 import pytest
 
-from daskavatar.exceptions import InputNotFoundError, OutputPathError
+from daskavatar.exceptions import InputNotFoundError, JobSpecError, OutputPathError
 from daskavatar.jobs.runner import run_job
 from tests.conftest import s3_bucket
 from tests.jobs.test_end_to_end import CONFIG, photo_folder  # noqa: F401  (fixture)
@@ -82,3 +82,12 @@ def test_s3_options_from_dask_config(s3_server, photo_folder):  # noqa: F811
     with dask.config.set({"daskavatar.storage-options": s3_server}):
         with pytest.raises(InputNotFoundError, match="none"):
             run_job(job, client=object(), progress=False)
+
+
+def test_storage_options_must_be_object(photo_folder, tmp_path):  # noqa: F811
+    job = {"config": {"storage_options": "secret-token"}, "input_paths": [str(photo_folder)],
+           "output_path": str(tmp_path)}
+
+    with pytest.raises(JobSpecError, match="invalid storage_options in the job config") as info:
+        run_job(job, client=object(), progress=False)
+    assert "secret-token" not in str(info.value)
