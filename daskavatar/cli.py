@@ -1,4 +1,5 @@
-"""Command line: ``daskavatar run JOB.json [--overwrite]``, ``daskavatar demo``.
+"""Command line: ``daskavatar run JOB.json [--overwrite]``, ``daskavatar demo``,
+``daskavatar plugins``.
 
 A thin layer over :func:`daskavatar.run_job`: it starts or connects to the cluster, prints
 the dashboard link, shows Dask's progress bar and prints the job summary. Library errors
@@ -50,6 +51,19 @@ def _parser() -> argparse.ArgumentParser:
                       help="folder for the demo inputs and outputs (default: %(default)s)")
     _cluster_options(demo)
     demo.set_defaults(command=_demo)
+
+    plugins = commands.add_parser("plugins", help="list plugins, or install one on a cluster")
+    plugins.add_argument("--scheduler", metavar="ADDRESS",
+                         help="also list the plugins installed on this running cluster")
+    plugins.set_defaults(command=_list_plugins)
+    actions = plugins.add_subparsers(metavar="ACTION")
+    install = actions.add_parser(
+        "install", help="install a plugin folder or wheel on a running cluster")
+    install.add_argument("path", help="plugin project folder (with setup.cfg or pyproject.toml) "
+                                      "or .whl file")
+    install.add_argument("--scheduler", metavar="ADDRESS", required=True,
+                         help="address of the running Dask scheduler, e.g. tcp://host:8786")
+    install.set_defaults(command=_install_plugin)
     return parser
 
 
@@ -69,7 +83,11 @@ def _cluster_options(parser) -> None:
 
 def _run(args) -> int:
     from daskavatar.jobs.spec import JobSpec
-    return _execute(JobSpec.from_file(args.job), args)
+
+    # A plugin installed only on the cluster is looked up there by run_job, so the file
+    # is passed on unvalidated.
+    JobSpec.read_file(args.job)
+    return _execute(args.job, args)
 
 
 def _demo(args) -> int:
@@ -94,8 +112,39 @@ def _execute(spec, args) -> int:
                      on_connect=show_dashboard, overwrite=getattr(args, "overwrite", False))
     print()
     print(report.summary())
-    print(f"\nOutputs: {spec.output_path}")
+    print(f"\nOutputs: {report.spec['output_path']}")
     return 0 if report.counts["failed_identities"] == 0 else 2
+
+
+def _list_plugins(args) -> int:
+    from daskavatar.plugins.registry import discover
+
+    if args.scheduler:
+        from daskavatar.cluster import connect
+        from daskavatar.plugins.install import sync_cluster_plugins
+
+        with connect(args.scheduler) as client:
+            installed = sync_cluster_plugins(client)
+        print(f"Installed on {args.scheduler}: {', '.join(installed) or 'none'}")
+
+    plugins = sorted(discover().values(), key=lambda p: p.name.lower())
+    print(f"{'plugin':<20} {'version':<10} {'package':<20} status")
+    for info in plugins:
+        status = "ok" if info.error is None else f"broken: {info.error}"
+        print(f"{info.name:<20} {info.version:<10} {info.distribution:<20} {status}")
+    return 0 if all(info.error is None for info in plugins) else 2
+
+
+def _install_plugin(args) -> int:
+    from daskavatar.cluster import connect
+    from daskavatar.plugins.install import install_plugin
+
+    with connect(args.scheduler) as client:
+        wheel = install_plugin(args.path, client)
+        workers = len(client.scheduler_info()["workers"])
+    print(f"Installed {wheel.distribution} {wheel.version} on {workers} workers of "
+          f"{args.scheduler}; jobs from now on can name its plugins")
+    return 0
 
 
 if __name__ == "__main__":

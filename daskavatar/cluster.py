@@ -16,6 +16,7 @@ import dask.config
 from distributed import Client, LocalCluster
 
 from daskavatar import config
+from daskavatar.exceptions import ClusterError
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +56,17 @@ def start_local_cluster(*, n_workers=None, memory_limit=None, threads_per_worker
 
 @contextlib.contextmanager
 def connect(scheduler: str | None = None, **cluster_options):
-    """Yield a Client for ``scheduler``, or for a new LocalCluster closed afterwards."""
+    """Yield a Client for ``scheduler``, or for a new LocalCluster closed afterwards.
+
+    Raise :class:`ClusterError` when the scheduler cannot be reached.
+    """
     if scheduler:
-        with Client(scheduler) as client:
+        try:
+            client = Client(scheduler, timeout=dask.config.get("distributed.comm.timeouts.connect"))
+        except (OSError, TimeoutError) as error:
+            raise ClusterError(f"cannot connect to the Dask scheduler {scheduler!r}: {error}; "
+                               "check the address and that the scheduler runs") from error
+        with client:
             yield client
         return
     with start_local_cluster(**cluster_options) as cluster, Client(cluster) as client:

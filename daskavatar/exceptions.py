@@ -10,7 +10,9 @@ matching built-in exception, so code that already catches ``ValueError`` or
     ├── InputNotFoundError(FileNotFoundError)
     │                                    an input glob or URL matched no image
     ├── OutputPathError(OSError)         the output path cannot be written
-    ├── JobStateError(FileExistsError)   the output path holds the outputs of another job
+    ├── JobStateError(FileExistsError)   the output path contains the outputs of another job
+    ├── PluginError(RuntimeError)        a plugin cannot be built, installed or loaded
+    ├── ClusterError(ConnectionError)    the Dask scheduler cannot be reached
     └── StageError(RuntimeError)         a job stage failed as a whole
 
 Per-image and per-identity failures are not exceptions: they become records with a reason code
@@ -36,6 +38,14 @@ class OutputPathError(DaskAvatarError, OSError):
 
 class JobStateError(DaskAvatarError, FileExistsError):
     """The output path contains the manifest of a different job, or an unreadable manifest."""
+
+
+class PluginError(DaskAvatarError, RuntimeError):
+    """A plugin package cannot be built, installed on the cluster or loaded."""
+
+
+class ClusterError(DaskAvatarError, ConnectionError):
+    """The Dask scheduler cannot be reached."""
 
 
 class StageError(DaskAvatarError, RuntimeError):

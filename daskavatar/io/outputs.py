@@ -47,8 +47,8 @@ def write_bytes(url: str, data: bytes, *, storage_options=None) -> None:
 def write_file(url: str, local_path: str, *, storage_options=None) -> None:
     """Move the finished local file ``local_path`` to ``url`` atomically.
 
-    Locally the file is renamed (copied first to a temporary name beside the target when it
-    lies on another filesystem); object stores get one whole-object upload.
+    Locally the file is moved to a temporary name beside the target and then renamed over
+    it. Object stores get one whole-object upload.
     """
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     if fs.protocol in ("file", "local") or "file" in fs.protocol:

@@ -60,8 +60,8 @@ def run_job(spec, client: Client | None = None, *, progress: bool = True,
     ``client``, the job connects to ``scheduler``, or starts an embedded LocalCluster of
     ``n_workers`` 512 MB workers that is closed afterwards. ``on_connect(client)`` is called
     once the client is ready (the CLI prints the dashboard link there). Invalid specs,
-    missing inputs and unwritable output paths raise before any cluster starts; a plugin
-    that is only installed on the cluster is looked up there before any compute.
+    missing inputs and unwritable output paths raise before any cluster starts. A plugin
+    that is only installed on the cluster is looked up there, also before any compute.
 
     ``storage_options`` (fsspec options for every path) override, key by key, the job
     config's ``storage_options``, which override the Dask config ``daskavatar.storage-options``.
@@ -72,26 +72,33 @@ def run_job(spec, client: Client | None = None, *, progress: bool = True,
     """
     raw = JobSpec.read_file(spec) if isinstance(spec, str) else spec
     on_cluster = client is not None or scheduler is not None
-    spec = _resolve_spec(raw, client=None, defer_unknown_plugin=on_cluster)
-
+    spec = _resolve_spec(raw, defer_unknown_plugin=on_cluster)
     if spec is not None:
-        storage_options = resolve_storage_options(spec, storage_options)
-        images, state = _prepare(spec, storage_options, overwrite=overwrite)
+        options = resolve_storage_options(spec, storage_options)
+        images = _check_paths(spec, options)
+        JobState.check(spec=spec, images=images, overwrite=overwrite, storage_options=options)
 
     if client is not None:
         context = contextlib.nullcontext(client)
     else:
         context = connect(scheduler, **({"n_workers": n_workers} if n_workers else {}))
     with context as client:
-        if spec is None:
-            spec = _resolve_spec(raw, client=client, defer_unknown_plugin=False)
-            storage_options = resolve_storage_options(spec, storage_options)
-            images, state = _prepare(spec, storage_options, overwrite=overwrite)
+        # Plugins installed on a running cluster may be missing here, or newer than the
+        # copy this process imported; the cluster's version decides.
+        if on_cluster and not isinstance(raw, JobSpec):
+            from daskavatar.plugins.install import sync_cluster_plugins
+            if sync_cluster_plugins(client) or spec is None:
+                spec = _resolve_spec(raw, defer_unknown_plugin=False)
+                options = resolve_storage_options(spec, storage_options)
+                images = _check_paths(spec, options)
+        state = JobState.open(spec=spec, images=images,
+                              output_folders=[spec.plugin_class.output_folder],
+                              overwrite=overwrite, storage_options=options)
         if on_connect is not None:
             on_connect(client)
         try:
             report = _run(spec, images, state, client, progress=progress,
-                          storage_options=storage_options)
+                          storage_options=options)
         except BaseException:
             state.finish(FAILED)
             raise
@@ -109,35 +116,28 @@ def resolve_storage_options(spec: JobSpec, storage_options=None) -> dict | None:
     return merged or None
 
 
-def _prepare(spec: JobSpec, storage_options, *, overwrite: bool):
-    """List the inputs, check the output path and open the manifest; no compute runs here."""
-    images = discover_images(spec.input_paths, identities_csv=spec.face.identities_csv,
-                             storage_options=storage_options)
-    _check_output_path(spec.output_path, storage_options)
-    state = JobState.open(spec=spec, images=images,
-                          output_folders=[spec.plugin_class.output_folder],
-                          overwrite=overwrite, storage_options=storage_options)
-    return images, state
-
-
-def _resolve_spec(raw, *, client, defer_unknown_plugin: bool) -> JobSpec | None:
+def _resolve_spec(raw, *, defer_unknown_plugin: bool) -> JobSpec | None:
     """Validate ``raw`` into a :class:`JobSpec`.
 
-    With a ``client``, plugins installed on its cluster are made importable first. With
-    ``defer_unknown_plugin``, an unknown plugin returns ``None`` so the caller can look on
-    the cluster once connected.
+    With ``defer_unknown_plugin``, an unknown plugin returns ``None``, so that the caller
+    can look for it on the cluster once connected.
     """
     if isinstance(raw, JobSpec):
         return raw
-    if client is not None:
-        from daskavatar.plugins.install import sync_cluster_plugins
-        sync_cluster_plugins(client)
     try:
         return JobSpec.from_dict(raw)
     except JobSpecError as error:
         if defer_unknown_plugin and str(error).startswith("unknown plugin_name"):
             return None
         raise
+
+
+def _check_paths(spec: JobSpec, storage_options) -> list:
+    """List the job's images and probe its output path; raise before any compute."""
+    images = discover_images(spec.input_paths, identities_csv=spec.face.identities_csv,
+                             storage_options=storage_options)
+    _check_output_path(spec.output_path, storage_options)
+    return images
 
 
 def _run(spec: JobSpec, images, state: JobState, client: Client, *, progress: bool,

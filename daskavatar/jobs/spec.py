@@ -249,7 +249,7 @@ def _parse_count(key: str, value: Any) -> int:
 
 def _parse_value(name: str, value: Any, type_name: str) -> Any:
     """Parse ``value`` to the annotated type; strings such as ``"300"`` are accepted."""
-    type_name = str(type_name)
+    type_name = type_name.__name__ if isinstance(type_name, type) else str(type_name)
     if value is None:
         if "None" in type_name:
             return None

@@ -73,16 +73,8 @@ class JobState:
         """
         spec_dict = spec.to_dict()
         inputs = inputs_fingerprint(images)
-        url = join(spec.output_path, MANIFEST_NAME)
-        previous = _read_manifest(url, storage_options)
-
-        if previous is not None and not overwrite:
-            changes = _changes(previous, spec_dict, inputs)
-            if changes:
-                raise JobStateError(
-                    f"output_path {spec.output_path!r} contains the outputs of a different job "
-                    f"(changed: {', '.join(changes)}); use another output_path, or run with "
-                    "--overwrite (overwrite=True) to replace them")
+        previous = cls.check(spec=spec, images=images, overwrite=overwrite,
+                             storage_options=storage_options)
 
         if previous is not None and overwrite:
             folders = set(output_folders) | set(previous.get("outputs", []))
@@ -103,6 +95,24 @@ class JobState:
                              "status": RUNNING})
         state.save(force=True)
         return state
+
+    @staticmethod
+    def check(*, spec, images, overwrite: bool = False, storage_options=None) -> dict | None:
+        """Return the manifest of an earlier run in ``output_path``, or ``None``; write nothing.
+
+        Raises :class:`JobStateError` when that manifest is of a different spec or input
+        listing and ``overwrite`` is false.
+        """
+        previous = _read_manifest(join(spec.output_path, MANIFEST_NAME), storage_options)
+        if previous is None or overwrite:
+            return previous
+        changes = _changes(previous, spec.to_dict(), inputs_fingerprint(images))
+        if changes:
+            raise JobStateError(
+                f"output_path {spec.output_path!r} contains the outputs of a different job "
+                f"(changed: {', '.join(changes)}); use another output_path, or run with "
+                "--overwrite (overwrite=True) to replace them")
+        return previous
 
     def partition_url(self, index: int) -> str:
         """Return the URL of the records file of map partition ``index``."""

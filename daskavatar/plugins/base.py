@@ -62,7 +62,7 @@ FEATURES = ("crops", "landmarks", "c2w", "intrinsics", "reprojection_error")
 
 @dataclasses.dataclass
 class MapContext:
-    """What one map partition gives a plugin's :meth:`MapReducePlugin.map`.
+    """The input of :meth:`MapReducePlugin.map` for one map partition.
 
     ``images`` are the partition's :class:`~daskavatar.io.images.ImageRecord` rows, and
     ``faces`` their face records in the same order (dicts with ``status``, ``identity``,
@@ -85,8 +85,9 @@ class MapContext:
     def decoded_images(self) -> Iterator[tuple[Any, np.ndarray]]:
         """Yield ``(image record, RGB uint8 array (height, width, 3))`` one at a time.
 
-        Images are decoded again on demand, so a partition never holds all of them.
-        Images that cannot be decoded are left out; their face record says why.
+        Images are decoded again on demand, so a partition never keeps all of them in
+        memory. Images that cannot be decoded are left out, and their face records give
+        the reason.
         """
         from daskavatar.io.images import ImageRejected
 
@@ -116,7 +117,7 @@ class _Writer:
 
 @dataclasses.dataclass
 class ReduceContext(_Writer):
-    """What one key gives a plugin's :meth:`MapReducePlugin.reduce`.
+    """The input of :meth:`MapReducePlugin.reduce` for one key.
 
     ``records`` are every record emitted under ``key``. ``folder`` is the key's own output
     folder; :meth:`write_bytes` and :meth:`write_json` write there atomically, so a reader
@@ -143,7 +144,7 @@ class ReduceContext(_Writer):
 
 @dataclasses.dataclass
 class FinishContext(_Writer):
-    """What :meth:`MapReducePlugin.finish` gets: every key's result and the job's output path.
+    """The input of :meth:`MapReducePlugin.finish`: every key's result and the output path.
 
     ``folder`` is the job's ``output_path``.
     """
@@ -161,12 +162,12 @@ class NoConfig:
 class MapReducePlugin:
     """Base class of daskavatar plugins; override :meth:`reduce` at least.
 
-    Class attributes declare the plugin: ``name`` (as jobs write it in ``plugin_name``),
-    ``config_class`` (a frozen dataclass whose fields, with defaults and docstrings, are
-    the plugin's keys of the job ``config`` block), ``face_defaults`` (new defaults for
-    map-stage keys, such as a larger crop), ``features`` (the ``features.zarr`` arrays
-    the plugin reads, from :data:`FEATURES`) and ``outputs`` (the files each key's folder
-    gets, for the documentation and ``daskavatar plugins``).
+    Class attributes declare the plugin. ``name`` is the name jobs write in
+    ``plugin_name``. ``config_class`` is a frozen dataclass whose fields, with defaults and
+    docstrings, are the plugin's keys of the job ``config`` block. ``face_defaults`` sets
+    other defaults for map-stage keys, such as a larger crop. ``features`` lists the
+    ``features.zarr`` arrays the plugin reads, from :data:`FEATURES`; without ``crops``,
+    the map stage writes no crops. ``outputs`` names the files of each key's folder.
     """
 
     name: ClassVar[str] = ""
@@ -175,7 +176,7 @@ class MapReducePlugin:
     features: ClassVar[tuple[str, ...]] = FEATURES
     outputs: ClassVar[tuple[str, ...]] = ()
     output_folder: ClassVar[str] = "results"
-    """Folder under ``output_path`` that holds one subfolder per key."""
+    """Folder under ``output_path`` with one subfolder per key."""
 
     def __init__(self, config=None):
         self.config = self.config_class() if config is None else config

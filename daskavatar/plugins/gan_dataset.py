@@ -1,8 +1,8 @@
 """The built-in ``GAN_Dataset`` plugin: a face collection as a 3D-aware GAN training set.
 
 It writes the layout that EG3D's ``ImageFolderDataset`` reads: square aligned crops as PNG
-files, and a ``dataset.json`` whose ``labels`` list holds ``[file name, 25 numbers]`` per
-image, the flattened 4x4 camera-to-world matrix followed by the flattened 3x3 normalised
+files, and a ``dataset.json`` whose ``labels`` list contains ``[file name, 25 numbers]`` per
+image: the flattened 4x4 camera-to-world matrix followed by the flattened 3x3 normalised
 intrinsics. Both go into one uncompressed ``dataset.zip`` or a ``dataset/`` folder.
 
 Cameras follow EG3D's conventions: OpenCV camera axes (x right, y down, z forward) in a
