@@ -153,9 +153,9 @@ def _to_array(image: Image.Image, band_rows: int = 256) -> np.ndarray:
     """Copy an RGB image into a new array, ``band_rows`` rows at a time.
 
     ``np.asarray(image)`` first copies all pixels into one ``bytes`` object and then into
-    the array. Copying bands keeps that temporary small: a 4000x3000 JPEG peaked 205 MiB
-    above the process's idle RSS through ``convert`` and ``asarray``, and 90 MiB this way
-    (measured on the 2-core development machine, Pillow 13.0).
+    the array. Copying bands keeps that temporary small. Decoding a 4000x3000 JPEG peaked
+    208 MiB above the idle RSS with a transposed copy, ``convert`` and ``asarray``, and
+    90 MiB this way (``benchmarks/decode_memory.py``, Pillow 13.0).
     """
     array = np.empty((image.height, image.width, 3), dtype=np.uint8)
     for top in range(0, image.height, band_rows):
