@@ -33,7 +33,8 @@ from distributed.scheduler import KilledWorker
 
 from daskavatar import config as _config
 from daskavatar.cluster import connect
-from daskavatar.exceptions import JobSpecError, OutputPathError, StageError
+from daskavatar.exceptions import DaskAvatarError, InputNotFoundError, JobSpecError, \
+    OutputPathError, StageError
 from daskavatar.faces.models import release_models
 from daskavatar.faces.pipeline import analyse_image
 from daskavatar.io.images import discover_images, read_image
@@ -134,10 +135,30 @@ def _resolve_spec(raw, *, defer_unknown_plugin: bool) -> JobSpec | None:
 
 def _check_paths(spec: JobSpec, storage_options) -> list:
     """List the job's images and probe its output path; raise before any compute."""
-    images = discover_images(spec.input_paths, identities_csv=spec.face.identities_csv,
-                             storage_options=storage_options)
+    try:
+        images = discover_images(spec.input_paths, identities_csv=spec.face.identities_csv,
+                                 storage_options=storage_options)
+    except _storage_errors() as error:
+        if isinstance(error, DaskAvatarError):
+            raise
+        raise InputNotFoundError(f"cannot list input_paths {list(spec.input_paths)!r}: "
+                                 f"{error}; check the paths, and the endpoint and credentials "
+                                 "in storage_options") from error
     _check_output_path(spec.output_path, storage_options)
     return images
+
+
+def _storage_errors() -> tuple[type[Exception], ...]:
+    """Return the exception types that a failed listing or write through fsspec raises.
+
+    s3fs turns S3 error responses into ``OSError`` subclasses, but an endpoint that cannot
+    be reached raises botocore's own ``BotoCoreError``.
+    """
+    try:
+        from botocore.exceptions import BotoCoreError
+    except ImportError:
+        return (OSError, ValueError)
+    return (OSError, ValueError, BotoCoreError)
 
 
 def _run(spec: JobSpec, images, state: JobState, client: Client, *, progress: bool,
@@ -558,7 +579,7 @@ def _check_output_path(output_path: str, storage_options) -> None:
         write_bytes(probe, b"", storage_options=storage_options)
         fs, path = fsspec.core.url_to_fs(probe, **(storage_options or {}))
         fs.rm(path)
-    except (OSError, ValueError) as error:
+    except _storage_errors() as error:
         raise OutputPathError(f"cannot write to output_path {output_path!r}: {error}; choose a "
                               "writable folder or bucket") from error
 

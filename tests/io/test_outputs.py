@@ -16,16 +16,16 @@ def test_remove_temporary_files_keeps_outputs(tmp_path):
     hex_id = uuid.uuid4().hex
     stray = [tmp_path / f".mesh.ply.{hex_id}.tmp", tmp_path / "c" / f"0.{hex_id}.partial",
              tmp_path / f"zarr.{hex_id}.partial"]
-    kept = [tmp_path / "mesh.ply", tmp_path / "c" / "0", tmp_path / "notes.tmp",
+    outputs = [tmp_path / "mesh.ply", tmp_path / "c" / "0", tmp_path / "notes.tmp",
             tmp_path / ".hidden.tmp", tmp_path / "zarr.json"]
-    for path in stray + kept:
+    for path in stray + outputs:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
 
     removed = remove_temporary_files(str(tmp_path))
 
     assert sorted(removed) == sorted(str(path) for path in stray)
-    assert all(path.exists() for path in kept)
+    assert all(path.exists() for path in outputs)
     assert not any(path.exists() for path in stray)
 
 

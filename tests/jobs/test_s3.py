@@ -91,3 +91,19 @@ def test_storage_options_must_be_object(photo_folder, tmp_path):  # noqa: F811
     with pytest.raises(JobSpecError, match="invalid storage_options in the job config") as info:
         run_job(job, client=object(), progress=False)
     assert "secret-token" not in str(info.value)
+
+
+@pytest.mark.parametrize("paths, error", [
+    ({"input_paths": ["s3://bucket/faces/*.jpg"], "output_path": "LOCAL"}, InputNotFoundError),
+    ({"input_paths": ["PHOTOS"], "output_path": "s3://bucket/out"}, OutputPathError),
+])
+def test_unreachable_endpoint_fails_fast(paths, error, photo_folder, tmp_path):  # noqa: F811
+    # Port 9 (discard) on 127.0.0.1 has no server, so the connection is refused at once.
+    options = {"endpoint_url": "http://127.0.0.1:9", "key": "k", "secret": "s",
+               "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1}}
+    job = {"config": {"storage_options": options},
+           "input_paths": [p.replace("PHOTOS", str(photo_folder)) for p in paths["input_paths"]],
+           "output_path": paths["output_path"].replace("LOCAL", str(tmp_path))}
+
+    with pytest.raises(error, match="Could not connect to the endpoint URL"):
+        run_job(job, client=object(), progress=False)
