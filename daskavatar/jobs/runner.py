@@ -253,10 +253,10 @@ def _map_stage(spec, images, state, client, *, plugin, store_url, retries, progr
     for index in todo:
         future = client.submit(map_task, partitions[index], plugin=plugin, store_url=store_url,
                                config=spec.face, records_url=state.partition_url(index),
-                               run_id=state.run_id, storage_options=storage_options,
+                               partition=index, run_id=state.run_id, storage_options=storage_options,
                                retries=retries, key=f"daskavatar-map-{state.run_id}-{index}")
         futures[future] = index
-    bar = _start_progress(list(futures)) if progress and futures else None
+    bar = _start_progress(client, list(futures)) if progress and futures else None
 
     faces_by_partition = {}
     for index in finished:
@@ -277,10 +277,10 @@ def _map_stage(spec, images, state, client, *, plugin, store_url, retries, progr
                                          for image in partitions[index]]
             state.finish_partition(index, error=error)
             failed.add(index)
-    # Dask's progress bar waits until the scheduler knows each of its keys, so a future
-    # released before the bar has started would keep it waiting until the cluster closes.
+        # Released at once: a finished task whose result is lost with its worker would
+        # otherwise run again.
+        future.release()
     _stop_progress(bar)
-    futures.clear()
 
     # Map tasks whose worker died may have left Zarr's temporary chunk files; no map task
     # runs now.
@@ -289,6 +289,8 @@ def _map_stage(spec, images, state, client, *, plugin, store_url, retries, progr
         logger.warning("Removed %d temporary files that killed map tasks left in %s",
                        len(removed), store_url)
 
+    state.record_task_starts("partitions", _task_starts(client, "daskavatar-map", "partition",
+                                                       run_id=state.run_id))
     state.finish_stage("map", counts={"map_partitions": len(partitions),
                                       "skipped_map_partitions": len(finished),
                                       "failed_map_partitions": len(failed)})
@@ -333,7 +335,7 @@ def _reduce_stage(spec, state, client, *, plugin, partitions, store_url, retries
                                run_id=state.run_id, storage_options=storage_options,
                                retries=retries, key=f"daskavatar-reduce-{state.run_id}-{number}")
         futures[future] = key
-    bar = _start_progress(list(futures)) if progress and futures else None
+    bar = _start_progress(client, list(futures)) if progress and futures else None
 
     results = list(done.values())
     for future in as_completed(futures):
@@ -350,23 +352,24 @@ def _reduce_stage(spec, state, client, *, plugin, partitions, store_url, retries
                      "message": error}
         state.finish_key(key, entry)
         results.append(entry)
+        future.release()
     _stop_progress(bar)
-    futures.clear()
     del group_futures
 
+    state.record_task_starts("identities", _task_starts(client, "daskavatar-reduce", "key",
+                                                        run_id=state.run_id))
     state.finish_stage("reduce", counts={"skipped_keys": len(done)})
     return results
 
 
-def map_task(images, *, plugin, store_url, config, records_url, run_id,
+def map_task(images, *, plugin, store_url, config, records_url, partition, run_id,
              storage_options=None) -> list[dict]:
     """Run :func:`map_partition`, then write its records file; return the face records.
 
     The records file is written last, so it exists only for a partition whose rows of
     ``features.zarr`` are complete. A re-run overwrites the same rows and the same file.
     """
-    _log_event("daskavatar-map", {"run": run_id, "row": images[0].row if images else None,
-                                  "event": "start"})
+    _log_event("daskavatar-map", {"run": run_id, "partition": partition, "event": "start"})
     records = map_partition(images, plugin=plugin, store_url=store_url, config=config,
                             storage_options=storage_options)
     write_partition_records(records_url, records, storage_options=storage_options)
@@ -379,16 +382,15 @@ def reduce_key(groups, key, *, plugin, store_url, output_path, run_id,
     _log_event("daskavatar-reduce", {"run": run_id, "key": key, "event": "start"})
     items = next(items for group_key, items in groups if group_key == key)
 
-    # A task of this key that was killed mid-write may have left temporary files; this task
-    # is the folder's only writer now.
+    # Temporary files in the folder come from a task of this key killed mid-write. Dask runs
+    # one task per key at a time; a task of an interrupted run that is still finishing would
+    # fail its rename, and its result is discarded anyway.
     folder = join(output_path, plugin.output_folder, safe_name(key))
     for path in remove_temporary_files(folder, storage_options=storage_options):
         logger.warning("Removed %s, left by a killed task of key %r", path, key)
 
     [entry] = reduce_partition([(key, items)], plugin=plugin, store_url=store_url,
                                output_path=output_path, storage_options=storage_options)
-    _log_event("daskavatar-reduce", {"run": run_id, "key": key, "event": "finish",
-                                     "status": entry["status"]})
     return entry
 
 
@@ -543,15 +545,42 @@ def _log_event(topic: str, message: dict) -> None:
     worker.log_event(topic, message)
 
 
-def _start_progress(futures):
+def _task_starts(client, topic: str, field: str, *, run_id: str) -> collections.Counter:
+    """Count the task starts of this run per ``field`` value in the scheduler's events.
+
+    A task that Dask ran again after its worker died has started more than once.
+    """
+    # NOTE: the scheduler keeps only the last distributed.admin.low-level-log-length events
+    # of each topic (1,000 by default), so in a stage of more tasks the earliest go uncounted.
+    return collections.Counter(
+        message[field] for _, message in client.get_events(topic)
+        if message.get("run") == run_id and message.get("event") == "start")
+
+
+def _start_progress(client, futures):
     """Draw Dask's progress bar for ``futures`` in a thread while the client handles results.
 
     ``distributed.progress`` blocks until every future is done, and the manifest must be
-    updated as each one finishes.
+    updated as each one finishes. The bar starts tracking only once the scheduler knows all
+    of its keys, and the stage releases each future as it finishes, so this waits (at most
+    30 s) until the bar tracks the keys or has ended.
     """
     thread = threading.Thread(target=show_progress, args=(futures,), daemon=True,
                               name="daskavatar-progress")
     thread.start()
+
+    key = futures[0].key
+
+    def tracked(dask_scheduler=None) -> bool:
+        # Defined here, so it is pickled by value for a scheduler without daskavatar.
+        return any(key in (getattr(plugin, "all_keys", None) or ())
+                   for plugin in dask_scheduler.plugins.values())
+
+    deadline = time.monotonic() + 30
+    while thread.is_alive() and time.monotonic() < deadline:
+        if client.run_on_scheduler(tracked):
+            break
+        time.sleep(0.05)
     return thread
 
 

@@ -181,6 +181,20 @@ class JobState:
                      message=result.get("message"), result=result)
         self.save()
 
+    def record_task_starts(self, section: str, starts) -> None:
+        """Store how often this run started each task, from the Dask event log.
+
+        ``section`` is ``"partitions"`` or ``"identities"``, and ``starts`` maps a partition
+        index or key to its count. Counts above 1 mean Dask ran the task again, for example
+        after its worker died. A count is a lower bound, because a worker killed right after
+        starting a task may not have sent the event.
+        """
+        for name, count in starts.items():
+            entry = self.data[section].get(str(name))
+            if entry is not None:
+                entry["task_starts"] = count
+        self.save()
+
     def finish(self, status: str = DONE) -> None:
         """Record the end of this run and save."""
         self.data["status"] = status
@@ -214,6 +228,8 @@ def read_partition_records(url: str, *, storage_options=None) -> list:
 
 def inputs_fingerprint(images) -> dict:
     """Return the image count and a SHA-256 over every image's URL, identity and row."""
+    # NOTE: file contents and modification times are not part of it, so a photo replaced
+    # under the same name is not detected as a changed input.
     digest = hashlib.sha256()
     for image in images:
         digest.update(json.dumps([image.url, image.identity, image.row]).encode("utf-8"))

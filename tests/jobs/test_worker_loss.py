@@ -104,7 +104,10 @@ def photos(tmp_path_factory):
     return folder
 
 
-def _job(photos, output, plugin_class):
+def _job(client, photos, output, plugin_class):
+    # A worker killed by an earlier test may still be starting again; the job's count of
+    # restarted workers only sees the workers present when it starts.
+    client.wait_for_workers(2, timeout=120)
     job = {"plugin_name": plugin_class.name, "config": CONFIG,
            "input_paths": [str(photos)], "output_path": str(output),
            "num_map_tasks": 3, "num_reduce_tasks": 2}
@@ -123,7 +126,8 @@ def _set_events(client, *, released):
 def clean_run(loss_client, photos, tmp_path_factory):
     _set_events(loss_client, released={MAP_RELEASE, REDUCE_RELEASE})
     output = tmp_path_factory.mktemp("clean")
-    report = run_job(_job(photos, output, GatedDataset), loss_client, progress=False)
+    spec = _job(loss_client, photos, output, GatedDataset)
+    report = run_job(spec, loss_client, progress=False)
     assert report.worker_restarts == 0
     return report, output
 
@@ -175,7 +179,10 @@ def _assert_same_as_clean(report, output, clean_report, clean_output):
 
 def test_clean_run_outputs(clean_run):
     report, output = clean_run
+    manifest = json.loads((output / "manifest.json").read_text())
 
+    assert {entry["task_starts"] for entry in manifest["partitions"].values()} == {1}
+    assert {entry["task_starts"] for entry in manifest["identities"].values()} == {1}
     assert report.counts["images"] == 8
     assert report.counts["results"] == 4
     labels = json.loads((output / "dataset" / "dataset.json").read_text())["labels"]
@@ -185,7 +192,7 @@ def test_clean_run_outputs(clean_run):
 
 def test_worker_killed_during_map(loss_client, photos, tmp_path, clean_run):
     _set_events(loss_client, released={REDUCE_RELEASE})
-    spec = _job(photos, tmp_path, GatedDataset)
+    spec = _job(loss_client, photos, tmp_path, GatedDataset)
 
     report = _kill_during(loss_client, spec, started=MAP_STARTED, release=MAP_RELEASE,
                           pid_variable=MAP_PID)
@@ -194,11 +201,13 @@ def test_worker_killed_during_map(loss_client, photos, tmp_path, clean_run):
     _assert_same_as_clean(report, tmp_path, *clean_run)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert {entry["status"] for entry in manifest["partitions"].values()} == {"done"}
+    assert manifest["partitions"]["0"]["task_starts"] == 2
+    assert manifest["partitions"]["1"]["task_starts"] == 1
 
 
 def test_worker_killed_during_reduce(loss_client, photos, tmp_path, clean_run):
     _set_events(loss_client, released={MAP_RELEASE})
-    spec = _job(photos, tmp_path, GatedDataset)
+    spec = _job(loss_client, photos, tmp_path, GatedDataset)
 
     report = _kill_during(loss_client, spec, started=REDUCE_STARTED, release=REDUCE_RELEASE,
                           pid_variable=REDUCE_PID)
@@ -207,11 +216,13 @@ def test_worker_killed_during_reduce(loss_client, photos, tmp_path, clean_run):
     _assert_same_as_clean(report, tmp_path, *clean_run)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["identities"][GATED_KEY]["status"] == "ok"
+    assert manifest["identities"][GATED_KEY]["task_starts"] == 2
+    assert manifest["identities"]["biden"]["task_starts"] == 1
 
 
 def test_task_killing_its_worker_fails_alone(loss_client, photos, tmp_path, clean_run):
     clean_report, _ = clean_run
-    spec = _job(photos, tmp_path, PoisonDataset)
+    spec = _job(loss_client, photos, tmp_path, PoisonDataset)
 
     report = run_job(spec, loss_client, progress=False)
 
