@@ -7,8 +7,8 @@ analyses its images (:mod:`daskavatar.faces.pipeline`), writes its own region of
 file. A task-based ``dask.bag`` shuffle groups those records by key into
 ``num_reduce_tasks`` partitions, and one reduce task per key runs the plugin's reduce step,
 so a key whose task keeps killing its worker fails alone. Each task is a Dask future with
-``retries`` (``daskavatar.tasks.retries``); the client records every finished task in the
-job manifest (:mod:`daskavatar.jobs.state`), which lets a job run again resume. The plugin
+``retries`` (``daskavatar.tasks.retries``). The client records every finished task in the
+job manifest (:mod:`daskavatar.jobs.state`), so a job run again resumes. The plugin
 interface is in :mod:`daskavatar.plugins.base` and the report in
 :mod:`daskavatar.jobs.report`.
 """
@@ -328,6 +328,9 @@ def _reduce_stage(spec, state, client, *, plugin, partitions, store_url, retries
     todo = [key for key in sorted(keys) if key not in done]
     state.start_keys(todo)
 
+    # NOTE: each reduce task receives its whole shuffle partition and picks its key's
+    # records, so a worker keeps the records of about 1/num_reduce_tasks of all keys. Jobs
+    # with many photos need num_reduce_tasks large enough to keep that small.
     futures = {}
     for number, key in enumerate(todo):
         future = client.submit(reduce_key, group_futures[keys[key][0]], key, plugin=plugin,
@@ -382,9 +385,9 @@ def reduce_key(groups, key, *, plugin, store_url, output_path, run_id,
     _log_event("daskavatar-reduce", {"run": run_id, "key": key, "event": "start"})
     items = next(items for group_key, items in groups if group_key == key)
 
-    # Temporary files in the folder come from a task of this key killed mid-write. Dask runs
-    # one task per key at a time; a task of an interrupted run that is still finishing would
-    # fail its rename, and its result is discarded anyway.
+    # Temporary files in the folder come from a task of this key killed mid-write, because
+    # Dask runs one task per key at a time. A task of an interrupted run that is still
+    # finishing would fail its rename, and its result is discarded anyway.
     folder = join(output_path, plugin.output_folder, safe_name(key))
     for path in remove_temporary_files(folder, storage_options=storage_options):
         logger.warning("Removed %s, left by a killed task of key %r", path, key)
@@ -561,9 +564,9 @@ def _start_progress(client, futures):
     """Draw Dask's progress bar for ``futures`` in a thread while the client handles results.
 
     ``distributed.progress`` blocks until every future is done, and the manifest must be
-    updated as each one finishes. The bar starts tracking only once the scheduler knows all
-    of its keys, and the stage releases each future as it finishes, so this waits (at most
-    30 s) until the bar tracks the keys or has ended.
+    updated as each one finishes. The bar starts tracking only once every one of its keys
+    exists on the scheduler, and the stage releases each future as it finishes. So this
+    waits (at most 30 s) until the bar tracks the keys or has ended.
     """
     thread = threading.Thread(target=show_progress, args=(futures,), daemon=True,
                               name="daskavatar-progress")

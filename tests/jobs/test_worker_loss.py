@@ -106,7 +106,7 @@ def photos(tmp_path_factory):
 
 def _job(client, photos, output, plugin_class):
     # A worker killed by an earlier test may still be starting again; the job's count of
-    # restarted workers only sees the workers present when it starts.
+    # restarted workers only covers the workers present when it starts.
     client.wait_for_workers(2, timeout=120)
     job = {"plugin_name": plugin_class.name, "config": CONFIG,
            "input_paths": [str(photos)], "output_path": str(output),
