@@ -68,9 +68,10 @@ def connect(scheduler: str | None = None, **cluster_options):
     if scheduler:
         try:
             client = Client(scheduler, timeout=dask.config.get("distributed.comm.timeouts.connect"))
-        except (OSError, TimeoutError) as error:
+        except (OSError, TimeoutError, ValueError) as error:
             raise ClusterError(f"cannot connect to the Dask scheduler {scheduler!r}: {error}; "
-                               "check the address and that the scheduler runs") from error
+                               "give the scheduler's address, e.g. tcp://host:8786 (not the dashboard "
+                               "URL), and check that the scheduler runs") from error
         with client:
             yield client
         return

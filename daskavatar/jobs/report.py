@@ -62,15 +62,11 @@ class JobReport:
 
     def summary(self) -> str:
         """Return a readable table of the results and the job's counts."""
-        lines = [f"{'identity':<24} {'status':<8} {'photos':>6} {'PSNR dB':>8} {'faces':>7} "
-                 f"{'seconds':>8}"]
-        for avatar in self.results:
-            psnr = avatar.get("train_psnr")
-            lines.append(
-                f"{avatar['identity'][:24]:<24} {avatar['status']:<8} "
-                f"{avatar['usable_photos']:>3}/{avatar['photos']:<2} "
-                f"{'' if psnr is None else f'{psnr:.2f}':>8} {avatar.get('mesh_faces', ''):>7} "
-                f"{avatar.get('seconds', ''):>8}")
+        lines = [f"{'identity':<32} {'status':<8} {'photos':>6}  details"]
+        for result in self.results:
+            lines.append(f"{result['identity'][:32]:<32} {result['status']:<8} "
+                         f"{result['usable_photos']:>3}/{result['photos']:<2}  "
+                         f"{_details(result)}")
         counts = self.counts
         lines.append("")
         lines.append(f"{counts['images']} images, {counts['usable_faces']} usable faces, "
@@ -83,3 +79,17 @@ class JobReport:
                      f"reduce {self.memory['reduce_peak_rss_mib']} MiB; "
                      f"worker restarts: {self.worker_restarts}")
         return "\n".join(lines)
+
+
+_STANDARD_KEYS = {"identity", "status", "photos", "usable_photos", "folder", "rows",
+                  "worker_peak_rss_mib", "worker_rss_after_mib", "worker_rss_mib"}
+
+
+def _details(result: dict, limit: int = 5) -> str:
+    """Return up to ``limit`` scalar fields of a result as ``key=value``, for the table."""
+    if result["status"] != "ok":
+        return f"{result.get('reason', '')}: {result.get('message', '')}"[:100]
+    fields = [(key, value) for key, value in result.items()
+              if key not in _STANDARD_KEYS and isinstance(value, (int, float, str))
+              and not isinstance(value, bool)]
+    return ", ".join(f"{key}={value}" for key, value in fields[:limit])

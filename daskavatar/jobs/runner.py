@@ -173,9 +173,15 @@ def _run(spec: JobSpec, images, state: JobState, client: Client, *, progress: bo
 
     started = time.perf_counter()
     store_url = join(spec.output_path, "features.zarr")
-    faces, partitions = _map_stage(spec, images, state, client, plugin=plugin,
-                                   store_url=store_url, retries=retries, progress=progress,
-                                   storage_options=storage_options)
+    try:
+        faces, partitions = _map_stage(spec, images, state, client, plugin=plugin,
+                                       store_url=store_url, retries=retries,
+                                       progress=progress, storage_options=storage_options)
+    except DaskAvatarError:
+        raise
+    except Exception as error:
+        raise StageError(f"the map stage failed: {type(error).__name__}: {error}; the "
+                         "scheduler and worker logs give the cause") from error
     timings["map_seconds"] = round(time.perf_counter() - started, 2)
     logger.info("Map stage finished: %d of %d images usable", sum(f["status"] == "ok"
                                                                     for f in faces), len(faces))
@@ -188,9 +194,15 @@ def _run(spec: JobSpec, images, state: JobState, client: Client, *, progress: bo
     timings["prepare_seconds"] = round(time.perf_counter() - started, 2)
 
     started = time.perf_counter()
-    results = _reduce_stage(spec, state, client, plugin=plugin, partitions=partitions,
-                            store_url=store_url, retries=retries, progress=progress,
-                            storage_options=storage_options)
+    try:
+        results = _reduce_stage(spec, state, client, plugin=plugin, partitions=partitions,
+                                store_url=store_url, retries=retries, progress=progress,
+                                storage_options=storage_options)
+    except DaskAvatarError:
+        raise
+    except Exception as error:
+        raise StageError(f"the reduce stage failed: {type(error).__name__}: {error}; the "
+                         "scheduler and worker logs give the cause") from error
     timings["reduce_seconds"] = round(time.perf_counter() - started, 2)
 
     started = time.perf_counter()

@@ -161,6 +161,10 @@ class JobSpec:
         output_path = spec["output_path"]
         if not isinstance(output_path, str) or not output_path:
             raise JobSpecError(f"invalid output_path {output_path!r}; give a folder path or URL")
+        # Workers may run in another folder, so a relative local path is resolved here,
+        # against the folder of the process that submits the job.
+        if "://" not in output_path:
+            output_path = os.path.abspath(output_path)
 
         raw_config = spec.get("config") or {}
         if not isinstance(raw_config, dict):
@@ -190,7 +194,7 @@ class JobSpec:
 
     def make_plugin(self):
         """Return a new plugin object configured for this job."""
-        return self.plugin_class(self.plugin_config)
+        return self.plugin_class(self.plugin_config, face=self.face)
 
     @classmethod
     def from_file(cls, path: str) -> JobSpec:

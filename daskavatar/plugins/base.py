@@ -178,8 +178,10 @@ class MapReducePlugin:
     output_folder: ClassVar[str] = "results"
     """Folder under ``output_path`` with one subfolder per key."""
 
-    def __init__(self, config=None):
+    def __init__(self, config=None, *, face=None):
         self.config = self.config_class() if config is None else config
+        self.face = face
+        """The job's map-stage settings, a :class:`~daskavatar.jobs.spec.FaceConfig`."""
 
     def prepare(self, client) -> None:
         """Run once on the client before the reduce stage; store shared state on ``self``."""

@@ -5,12 +5,15 @@ files, and a ``dataset.json`` whose ``labels`` list contains ``[file name, 25 nu
 image: the flattened 4x4 camera-to-world matrix followed by the flattened 3x3 normalised
 intrinsics. Both go into one uncompressed ``dataset.zip`` or a ``dataset/`` folder.
 
-Cameras follow EG3D's conventions: OpenCV camera axes (x right, y down, z forward) in a
-world whose y axis points up and whose z axis points out of the face, so a frontal camera
-is ``diag(1, -1, -1)`` placed at ``(0, 0, camera_radius)``. The head pose of the map stage
-sets the rotation; the translation is scaled to ``camera_radius``, which scales the scene
-and leaves every projection unchanged. Intrinsics are divided by the crop side, so the
-principal point of a centred crop is ``(0.5, 0.5)``.
+Cameras follow EG3D's conventions. Camera axes are OpenCV's (x right, y down, z forward).
+The world's y axis points up and its z axis out of the face, so a frontal camera is
+``diag(1, -1, -1)`` on the positive z axis. As in EG3D's FFHQ labels, every crop gets the
+same intrinsics: the normalised focal length ``focal_length`` and the principal point at the
+crop centre. The head pose is therefore estimated again on the crop's landmarks with those
+intrinsics, against the 3D landmark template of :mod:`daskavatar.faces.pose`. The template
+is scaled once for the whole dataset, so that a frontal face filling the crop as the map
+stage cuts it (``crop_scale``) is seen from ``camera_radius``. All heads thus have one size,
+and each camera's distance follows from how large its face appears.
 
 Mirrored copies (``mirror: true``) are the crop flipped left to right with the camera
 reflected through the face's plane of symmetry, ``x = 0``.
@@ -30,6 +33,7 @@ import numpy as np
 
 from daskavatar.exceptions import JobSpecError
 from daskavatar.export.previews import png_bytes
+from daskavatar.faces.pose import estimate_pose, landmark_template
 from daskavatar.io.outputs import join, read_json, safe_name, write_file
 from daskavatar.plugins.base import MapReducePlugin
 
@@ -57,7 +61,9 @@ class GANDatasetConfig:
     mirror: bool
     """Also write each crop flipped left to right, with the mirrored camera."""
     camera_radius: float
-    """Distance of every camera from the world origin; EG3D's FFHQ cameras use 2.7."""
+    """Camera distance from the world origin for a frontal face; EG3D's FFHQ labels use 2.7."""
+    focal_length: float
+    """Focal length of every crop divided by its side; EG3D's FFHQ labels use 4.2647."""
 
     def validate(self) -> None:
         if self.archive not in ARCHIVES:
@@ -66,6 +72,9 @@ class GANDatasetConfig:
         if not self.camera_radius > 0:
             raise JobSpecError(f"invalid camera_radius {self.camera_radius}; use a positive "
                                "distance")
+        if not self.focal_length > 0:
+            raise JobSpecError(f"invalid focal_length {self.focal_length}; use a positive "
+                               "value such as 4.2647")
 
 
 class GANDataset(MapReducePlugin):
@@ -74,7 +83,7 @@ class GANDataset(MapReducePlugin):
     name = "GAN_Dataset"
     config_class = GANDatasetConfig
     face_defaults = {"output_resolution": 512}
-    features = ("crops", "c2w", "intrinsics")
+    features = ("crops", "landmarks")
     outputs = ("<identity>/<image>.png", "<identity>/<image>_mirror.png", "labels.json")
     output_folder = "dataset"
 
@@ -84,37 +93,48 @@ class GANDataset(MapReducePlugin):
             return {"status": "skipped", "reason": "no_usable_photos",
                     "message": f"none of the {len(context.records)} photos of "
                                f"{context.key!r} has a usable face"}
-        data = context.read_features(("crops", "c2w", "intrinsics"), rows)
-        names = {int(r["row"]): safe_name(r["image_id"]) for r in context.records}
+        data = context.read_features(("crops", "landmarks"), rows)
+        stems = _file_stems(context.records)
         folder_name = context.folder.rstrip("/").rsplit("/", 1)[-1]
+        scale = self.config.camera_radius / frontal_distance(self.config.focal_length,
+                                                             self.face.crop_scale)
 
-        labels = []
-        for crop, c2w, intrinsics, row in zip(data["crops"], data["c2w"], data["intrinsics"],
-                                              data["rows"]):
-            resolution = crop.shape[0]
-            camera = eg3d_camera(c2w.astype(np.float64), intrinsics.astype(np.float64),
-                                 resolution, radius=self.config.camera_radius)
-            views = [(names[int(row)], crop, camera)]
+        labels, failed = [], []
+        for crop, landmarks, row in zip(data["crops"], data["landmarks"], data["rows"]):
+            try:
+                camera = eg3d_camera(landmarks.astype(np.float64), crop.shape[0],
+                                     focal_length=self.config.focal_length, scale=scale)
+            except ValueError as error:
+                failed.append(f"{stems[int(row)]}: {error}")
+                continue
+            views = [(stems[int(row)], crop, camera)]
             if self.config.mirror:
-                views.append((names[int(row)] + "_mirror", crop[:, ::-1], mirror_camera(camera)))
+                views.append((stems[int(row)] + "_mirror", crop[:, ::-1], mirror_camera(camera)))
             for stem, image, label in views:
                 context.write_bytes(f"{stem}.png", png_bytes(np.ascontiguousarray(image)))
                 labels.append([f"{folder_name}/{stem}.png", [round(float(v), 7) for v in label]])
+        if failed:
+            logger.warning("No crop pose for %d photos of %r: %s", len(failed), context.key,
+                           "; ".join(failed))
 
         # labels.json is written last: its presence means this identity's images are complete.
         context.write_json("labels.json", labels)
-        return {"status": "ok", "images": len(labels), "resolution": int(data["crops"].shape[1])}
+        result = {"status": "ok", "images": len(labels), "pose_failed": failed,
+                  "resolution": int(data["crops"].shape[1]), "images_folder": folder_name}
+        if self.config.archive == "zip":
+            result["folder"] = None
+        return result
 
     def finish(self, context) -> dict:
         done = [r for r in context.results if r["status"] == "ok"]
+        folder = join(context.folder, self.output_folder)
         labels = []
         for result in done:
-            labels.extend(read_json(join(result["folder"], "labels.json"),
+            labels.extend(read_json(join(folder, result["images_folder"], "labels.json"),
                                     storage_options=context.storage_options))
         labels.sort(key=lambda label: label[0])
         dataset = {"labels": labels}
 
-        folder = join(context.folder, self.output_folder)
         if self.config.archive == "folder":
             context.write_json(join(self.output_folder, "dataset.json"), dataset)
             return {"dataset": folder, "images": len(labels), "identities": len(done)}
@@ -126,19 +146,32 @@ class GANDataset(MapReducePlugin):
         return {"dataset": target, "images": len(labels), "identities": len(done)}
 
 
-def eg3d_camera(c2w: np.ndarray, intrinsics: np.ndarray, resolution: int, *,
-                radius: float) -> np.ndarray:
-    """Return the 25-number EG3D label of one crop.
+def frontal_distance(focal_length: float, crop_scale: float) -> float:
+    """Return the template's camera distance for a frontal face as the map stage crops it.
 
-    ``c2w`` ``(4, 4)`` is in the head frame of :mod:`daskavatar.faces.pose` with OpenCV
-    camera axes, ``intrinsics`` ``(3, 3)`` in crop pixels of side ``resolution``. Returns
-    shape ``(25,)``: the world camera-to-world matrix, then the intrinsics divided by the
-    crop side.
+    The crop's side is ``crop_scale`` times the larger extent of the 2D landmarks, so that
+    extent is ``1 / crop_scale`` of the side. At the returned distance, a pinhole of
+    normalised focal length ``focal_length`` projects the template's frontal extent to
+    about that size, ignoring the template's depth.
     """
-    world = HEAD_TO_WORLD @ c2w
-    distance = float(np.linalg.norm(world[:3, 3]))
-    if distance > 0:
-        world[:3, 3] *= radius / distance
+    template = landmark_template()
+    extent = float(np.ptp(template[:, :2], axis=0).max())
+    return focal_length * extent * crop_scale
+
+
+def eg3d_camera(landmarks: np.ndarray, resolution: int, *, focal_length: float,
+                scale: float) -> np.ndarray:
+    """Return the 25-number EG3D label of one crop from its landmarks ``(68, 2)``.
+
+    The pose is fitted with the fixed intrinsics, and the translation is multiplied by
+    ``scale``. Returns shape ``(25,)``: the world camera-to-world matrix, then the
+    normalised intrinsics. Raises ``ValueError`` when no pose fits.
+    """
+    focal = focal_length * resolution
+    intrinsics = np.array([[focal, 0.0, resolution / 2.0], [0.0, focal, resolution / 2.0],
+                           [0.0, 0.0, 1.0]])
+    world = HEAD_TO_WORLD @ estimate_pose(landmarks, intrinsics).c2w
+    world[:3, 3] *= scale
 
     normalised = intrinsics.copy()
     normalised[:2] /= resolution
@@ -163,6 +196,7 @@ def write_zip(url: str, folder: str, dataset: dict, *, storage_options=None) -> 
     fs, root = fsspec.core.url_to_fs(folder, **(storage_options or {}))
     handle, local = tempfile.mkstemp(suffix=".zip")
     os.close(handle)
+    os.chmod(local, 0o644)
     try:
         with zipfile.ZipFile(local, "w", compression=zipfile.ZIP_STORED) as archive:
             for name, _ in dataset["labels"]:
@@ -175,3 +209,15 @@ def write_zip(url: str, folder: str, dataset: dict, *, storage_options=None) -> 
     finally:
         if os.path.exists(local):
             os.remove(local)
+
+
+def _file_stems(records: list[dict]) -> dict[int, str]:
+    """Return a file name stem per store row: the photo's name, made unique in its folder."""
+    stems, used = {}, set()
+    for record in sorted(records, key=lambda r: r["row"]):
+        stem = safe_name(os.path.splitext(os.path.basename(record["image_id"]))[0])
+        if stem in used:
+            stem = f"{stem}_{record['row']}"
+        used.add(stem)
+        stems[int(record["row"])] = stem
+    return stems

@@ -3,7 +3,9 @@
 ``daskavatar plugins install PATH --scheduler ADDRESS`` builds a wheel from a plugin
 project folder (or takes a ``.whl``) and registers it with the scheduler as a Dask worker
 plugin, :class:`PluginWheel`. Every worker, and every worker that joins later, unpacks the
-wheel into its local directory and puts it first on ``sys.path``. The wheel's ``.dist-info``
+wheel into its local directory and puts it first on ``sys.path``. The scheduler gets the
+same wheel as a scheduler plugin, :class:`SchedulerPluginWheel`, because it unpickles the
+task graphs, and those refer to the plugin's class. The wheel's ``.dist-info``
 contains the ``daskavatar.plugins`` entry points, so the registry finds the plugin there. Installing another build of the same distribution replaces the worker plugin
 of that name: workers drop the old folder from ``sys.path`` and forget the old modules, so
 the next task imports the new code.
@@ -30,7 +32,7 @@ import sys
 import tempfile
 import zipfile
 
-from distributed.diagnostics.plugin import WorkerPlugin
+from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
 from daskavatar.exceptions import InputNotFoundError, PluginError
 
@@ -96,6 +98,19 @@ class PluginWheel(WorkerPlugin):
         return folder
 
 
+class SchedulerPluginWheel(SchedulerPlugin):
+    """A Dask scheduler plugin that makes the wheel of a :class:`PluginWheel` importable."""
+
+    def __init__(self, wheel: PluginWheel):
+        self.wheel = wheel
+        self.name = wheel.name
+
+    async def start(self, scheduler) -> None:
+        self.wheel.activate(_process_root("scheduler"))
+        logger.info("Plugin package %s %s installed on the scheduler", self.wheel.distribution,
+                    self.wheel.version)
+
+
 def install_plugin(path: str, client) -> PluginWheel:
     """Install the plugin project folder or wheel at ``path`` on ``client``'s cluster.
 
@@ -115,7 +130,7 @@ def install_plugin(path: str, client) -> PluginWheel:
         raise PluginError(f"{wheel.filename} declares no entry point in the group "
                           "'daskavatar.plugins'; add one under [options.entry_points] "
                           "(setup.cfg) or [project.entry-points.\"daskavatar.plugins\"]")
-    wheel.activate(_client_root())
+    wheel.activate(_process_root("client"))
     found = discover()
     for name in names:
         info = found.get(normalise_name(name))
@@ -124,6 +139,9 @@ def install_plugin(path: str, client) -> PluginWheel:
             raise PluginError(f"plugin {name!r} from {wheel.filename} cannot be loaded: "
                               f"{reason}")
 
+    if wheel.name in client.run_on_scheduler(_scheduler_plugin_names):
+        client.unregister_scheduler_plugin(wheel.name)
+    client.register_plugin(SchedulerPluginWheel(wheel), name=wheel.name)
     client.register_plugin(wheel, name=wheel.name)
     logger.info("Installed %s %s (plugins %s) on the cluster", wheel.distribution,
                 wheel.version, ", ".join(names))
@@ -142,7 +160,7 @@ def sync_cluster_plugins(client) -> list[str]:
     distributions = []
     for blob in blobs.values():
         wheel = loads(blob)
-        wheel.activate(_client_root())
+        wheel.activate(_process_root("client"))
         distributions.append(f"{wheel.distribution} {wheel.version}")
     return distributions
 
@@ -153,6 +171,10 @@ def _installed_wheels(dask_scheduler) -> dict[str, bytes]:
             if name.startswith(PLUGIN_PREFIX)}
 
 
+def _scheduler_plugin_names(dask_scheduler) -> list[str]:
+    return list(dask_scheduler.plugins)
+
+
 def _read_wheel(path: str) -> PluginWheel:
     if os.path.isfile(path):
         if not path.endswith(".whl"):
@@ -161,10 +183,14 @@ def _read_wheel(path: str) -> PluginWheel:
             return PluginWheel(path, f.read())
 
     # Without build isolation pip builds with this environment's setuptools and needs no
-    # network, which clusters and CI machines often lack.
+    # network, which clusters and CI machines often lack. The build runs on a copy, so the
+    # user's folder gets no build/ or .egg-info folders.
     with tempfile.TemporaryDirectory() as folder:
+        source = os.path.join(folder, "source")
+        shutil.copytree(path, source, ignore=shutil.ignore_patterns(
+            ".git", "build", "dist", "*.egg-info", "__pycache__"))
         command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                   "--quiet", "--wheel-dir", folder, os.path.abspath(path)]
+                   "--quiet", "--wheel-dir", folder, source]
         result = subprocess.run(command, capture_output=True, text=True)
         wheels = [name for name in os.listdir(folder) if name.endswith(".whl")]
         if result.returncode != 0 or len(wheels) != 1:
@@ -216,7 +242,7 @@ def _forget_modules(top_level: str) -> None:
         del sys.modules[name]
 
 
-def _client_root() -> str:
-    return os.path.join(tempfile.gettempdir(), f"daskavatar-plugins-{os.getuid()}")
+def _process_root(role: str) -> str:
+    return os.path.join(tempfile.gettempdir(), f"daskavatar-plugins-{role}-{os.getuid()}")
 
 

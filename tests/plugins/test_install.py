@@ -5,11 +5,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import zipfile
 
 import pytest
+from distributed import Client
 
-from daskavatar.exceptions import InputNotFoundError, PluginError
+from daskavatar.exceptions import InputNotFoundError, JobSpecError, PluginError
 from daskavatar.jobs.runner import run_job
 from daskavatar.plugins import install
 from tests.conftest import shared_path
@@ -61,26 +63,59 @@ def cli(*args):
 
 
 @pytest.fixture
-def installed_cleanup(cluster_client):
-    yield
-    name = install.PLUGIN_PREFIX + "landmark-export"
-    if name in cluster_client.run_on_scheduler(install._installed_wheels):
-        cluster_client.unregister_worker_plugin(name)
-    install._deactivate("landmark-export")
+def separate_cluster(tmp_path):
+    """A scheduler and two 512 MB workers started with the ``dask`` command, as users do.
+
+    Unlike a LocalCluster, the scheduler runs in its own process, which must be able to
+    unpickle task graphs that refer to the plugin. The workers run in another folder than
+    the client, so relative paths in a job must be resolved by the client.
+    """
+    dask_command = os.path.join(os.path.dirname(sys.executable), "dask")
+    scheduler_file = tmp_path / "scheduler.json"
+    workers_folder = tmp_path / "workers"
+    workers_folder.mkdir()
+    log = open(tmp_path / "cluster.log", "w")
+    processes = [subprocess.Popen(
+        [dask_command, "scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(scheduler_file)],
+        stdout=log, stderr=subprocess.STDOUT)]
+    try:
+        for _ in range(300):
+            if scheduler_file.exists():
+                break
+            time.sleep(0.1)
+        for _ in range(2):
+            processes.append(subprocess.Popen(
+                [dask_command, "worker", "--scheduler-file", str(scheduler_file), "--host",
+                 "127.0.0.1", "--nthreads", "1", "--memory-limit", "512MB"],
+                cwd=workers_folder, stdout=log, stderr=subprocess.STDOUT))
+        with Client(scheduler_file=str(scheduler_file)) as client:
+            client.wait_for_workers(2, timeout=120)
+            yield client
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=60)
+        log.close()
+        install._deactivate("landmark-export")
+        sys.modules.pop("landmark_export", None)
 
 
-def test_install_then_upgrade_without_restart(cluster_client, tmp_path, installed_cleanup):
-    address = cluster_client.scheduler.address
+def test_install_then_upgrade_without_restart(separate_cluster, tmp_path, monkeypatch):
+    client = separate_cluster
+    address = client.scheduler.address
     project = tmp_path / "landmark_export"
     job = {"plugin_name": "landmark-export",
            "input_paths": [shared_path("faces_face_recognition") + "/*/biden*.jpg"],
            "num_map_tasks": 1, "num_reduce_tasks": 1}
-    pids = cluster_client.run(os.getpid)
+    pids = client.run(os.getpid)
+    monkeypatch.chdir(tmp_path)
 
     # Before the install the job's plugin is unknown, on the client and on the cluster.
     assert "landmark_export" not in sys.modules
-    with pytest.raises(Exception, match="unknown plugin_name 'landmark-export'"):
-        run_job(dict(job, output_path=str(tmp_path / "before")), cluster_client, progress=False)
+    with pytest.raises(JobSpecError, match="unknown plugin_name 'landmark-export'"):
+        run_job(dict(job, output_path="before"), client, progress=False)
 
     versions = []
     for version in ("1.0", "2.0"):
@@ -89,16 +124,17 @@ def test_install_then_upgrade_without_restart(cluster_client, tmp_path, installe
         assert result.returncode == 0, result.stderr
         assert f"Installed landmark-export {version} on 2 workers" in result.stdout
 
-        output = tmp_path / f"v{version}"
-        report = run_job(dict(job, output_path=str(output)), cluster_client, progress=False)
-        written = json.loads((output / "landmarks" / "biden" / "landmarks.json").read_text())
+        report = run_job(dict(job, output_path=f"v{version}"), client, progress=False)
+        written = json.loads((tmp_path / f"v{version}" / "landmarks" / "biden" /
+                              "landmarks.json").read_text())
         versions.append((report.results[0]["version"], written["version"]))
         assert len(written["landmarks"]) == report.counts["usable_faces"] == 2
         assert written["pid"] in pids.values()
         assert sys.modules["landmark_export"].VERSION == version
 
     assert versions == [("1.0", "1.0"), ("2.0", "2.0")]
-    assert cluster_client.run(os.getpid) == pids
+    assert client.run(os.getpid) == pids
+    assert sorted(os.listdir(project)) == ["landmark_export.py", "pyproject.toml"]
 
     listed = cli("plugins", "--scheduler", address)
     assert "Installed on" in listed.stdout and "landmark-export 2.0" in listed.stdout
