@@ -28,7 +28,7 @@ PEOPLE = {"biden": ("biden.jpg", "biden2.jpg"), "rose_leslie": ("img1.jpg", "img
           "kit_harington": ("john1.jpeg", "john2.jpeg"),
           "alex_lacamoire": ("img1.jpg", "alex_lacamoire1.jpg")}
 CONFIG = {"output_resolution": "64", "archive": "folder", "mirror": "true",
-          "camera_radius": "2.7"}
+          "camera_radius": "2.7", "focal_length": "4.2647"}
 
 MAP_STARTED, MAP_RELEASE, MAP_PID = "test-map-started", "test-map-release", "test-map-pid"
 REDUCE_STARTED, REDUCE_RELEASE = "test-reduce-started", "test-reduce-release"
