@@ -8,10 +8,13 @@ Makes the inputs in a temporary folder from ``../shared/data/faces_face_recognit
 photos enlarged to 4000x3000 (scaled to a height of 3000 pixels, aspect kept, on a grey
 canvas) and 196 photos reduced to a longer side of 400 pixels, 200 images in all. Runs
 ``GAN_Dataset`` with 128 px crops and ``num_map_tasks = 1`` on 2 single-threaded workers of
-512 MB and prints the idle worker RSS, the peak RSS of the map and reduce stages, and the
-number of restarted workers. ``tests/jobs/test_large_inputs.py`` runs the same job.
+512 MB, with ``max_decode_side`` from the command line (default 0: every JPEG decoded at full
+size). Prints the idle worker RSS, the peak RSS of the map and reduce stages, and the number
+of restarted workers. ``tests/jobs/test_large_inputs.py`` runs the same job with
+``max_decode_side = 0``.
 """
 
+import argparse
 import os
 import statistics
 import tempfile
@@ -50,10 +53,16 @@ def write_inputs(folder: str, *, count: int = 200, large: int = 4) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-decode-side", type=int, default=0,
+                        help="the job's max_decode_side in pixels; 0 decodes at full size")
+    args = parser.parse_args()
+
     with tempfile.TemporaryDirectory() as folder:
         write_inputs(os.path.join(folder, "input"))
         job = {"plugin_name": "GAN_Dataset", "config": {"output_resolution": "128",
-                                                        "archive": "folder"},
+                                                        "archive": "folder",
+                                                        "max_decode_side": args.max_decode_side},
                "input_paths": [os.path.join(folder, "input")],
                "output_path": os.path.join(folder, "output"),
                "num_map_tasks": 1, "num_reduce_tasks": 2}

@@ -91,9 +91,11 @@ def euler_angles(rotation: np.ndarray) -> tuple[float, float, float]:
     """Return (yaw, pitch, roll) in degrees of a world-to-camera rotation ``(3, 3)``.
 
     The head turns by yaw about its y axis, then pitch about x, then roll about z
-    (rotation = Rz(roll) @ Rx(pitch) @ Ry(yaw)); identity is a frontal view.
+    (rotation = Rz(roll) @ Rx(-pitch) @ Ry(yaw)); identity is a frontal view. The signs
+    agree with the ground truth of AFLW2000-3D (compared on its images): positive yaw turns
+    the nose toward the image's right.
     """
-    pitch = np.degrees(np.arcsin(np.clip(rotation[2, 1], -1.0, 1.0)))
+    pitch = -np.degrees(np.arcsin(np.clip(rotation[2, 1], -1.0, 1.0)))
     yaw = np.degrees(np.arctan2(-rotation[2, 0], rotation[2, 2]))
     roll = np.degrees(np.arctan2(-rotation[0, 1], rotation[1, 1]))
     return float(yaw), float(pitch), float(roll)

@@ -46,7 +46,8 @@ class JobReport:
             "skipped_identities": sum(a["status"] == "skipped" for a in results),
         }
         memory = {
-            "map_peak_rss_mib": max((f["worker_peak_rss_mib"] for f in faces), default=None),
+            "map_peak_rss_mib": max((f["worker_peak_rss_mib"] for f in faces
+                                     if f["worker_peak_rss_mib"] is not None), default=None),
             "reduce_peak_rss_mib": max((a["worker_peak_rss_mib"] for a in results
                                         if "worker_peak_rss_mib" in a), default=None),
             "finish_peak_rss_mib": finished.get("worker_peak_rss_mib"),

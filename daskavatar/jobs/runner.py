@@ -36,7 +36,7 @@ from daskavatar.cluster import connect
 from daskavatar.exceptions import DaskAvatarError, InputNotFoundError, JobSpecError, \
     OutputPathError, StageError
 from daskavatar.faces.models import release_models
-from daskavatar.faces.pipeline import analyse_image
+from daskavatar.faces.pipeline import analyse_faces
 from daskavatar.io.images import discover_images, read_image
 from daskavatar.io.outputs import join, remove_temporary_files, safe_name, write_bytes, \
     write_json
@@ -182,9 +182,13 @@ def _run(spec: JobSpec, images, state: JobState, client: Client, *, progress: bo
     except Exception as error:
         raise StageError(f"the map stage failed: {type(error).__name__}: {error}; the "
                          "scheduler and worker logs give the cause") from error
+    # Clustering is deterministic in the face records, so a resumed job that reads some of
+    # them from records files assigns the same identities.
+    assigned = cluster_identities(faces, spec.face) if spec.face.identities == "cluster" \
+        else None
     timings["map_seconds"] = round(time.perf_counter() - started, 2)
-    logger.info("Map stage finished: %d of %d images usable", sum(f["status"] == "ok"
-                                                                    for f in faces), len(faces))
+    logger.info("Map stage finished: %d of %d face records usable",
+                sum(f["status"] == "ok" for f in faces), len(faces))
 
     # The shape predictor is not needed any more; its ~100 MB go back before the reduce step.
     client.run(release_models)
@@ -196,8 +200,8 @@ def _run(spec: JobSpec, images, state: JobState, client: Client, *, progress: bo
     started = time.perf_counter()
     try:
         results = _reduce_stage(spec, state, client, plugin=plugin, partitions=partitions,
-                                store_url=store_url, retries=retries, progress=progress,
-                                storage_options=storage_options)
+                                assigned=assigned, store_url=store_url, retries=retries,
+                                progress=progress, storage_options=storage_options)
     except DaskAvatarError:
         raise
     except Exception as error:
@@ -242,8 +246,10 @@ def _map_stage(spec, images, state, client, *, plugin, store_url, retries, progr
     partition_rows = math.ceil(len(images) / spec.num_map_tasks)
     partitions = [images[start:start + partition_rows]
                   for start in range(0, len(images), partition_rows)]
-    layout = {"num_rows": len(images), "resolution": spec.face.output_resolution,
-              "partition_rows": partition_rows}
+    # Each image owns max_faces_per_image consecutive rows (see map_partition).
+    slots = spec.face.max_faces_per_image
+    layout = {"num_rows": len(images) * slots, "resolution": spec.face.output_resolution,
+              "partition_rows": partition_rows * slots}
 
     finished = state.finished_partitions(len(partitions)) if state.resumed else set()
     if finished and not feature_store_matches(store_url, **layout,
@@ -259,7 +265,8 @@ def _map_stage(spec, images, state, client, *, plugin, store_url, retries, progr
 
     state.start_stage("map")
     todo = [index for index in range(len(partitions)) if index not in finished]
-    state.start_partitions({index: (partitions[index][0].row, partitions[index][-1].row + 1)
+    state.start_partitions({index: (partitions[index][0].row * slots,
+                                    (partitions[index][-1].row + 1) * slots)
                             for index in todo})
     futures = {}
     for index in todo:
@@ -285,7 +292,7 @@ def _map_stage(spec, images, state, client, *, plugin, store_url, retries, progr
         else:
             logger.error("Map partition %d (rows %d to %d) failed: %s", index,
                          partitions[index][0].row, partitions[index][-1].row, error)
-            faces_by_partition[index] = [_failed_face(image, error)
+            faces_by_partition[index] = [_failed_face(image, error, row=image.row * slots)
                                          for image in partitions[index]]
             state.finish_partition(index, error=error)
             failed.add(index)
@@ -310,9 +317,12 @@ def _map_stage(spec, images, state, client, *, plugin, store_url, retries, progr
     return faces, [index for index in range(len(partitions)) if index not in failed]
 
 
-def _reduce_stage(spec, state, client, *, plugin, partitions, store_url, retries, progress,
-                  storage_options) -> list[dict]:
+def _reduce_stage(spec, state, client, *, plugin, partitions, assigned, store_url, retries,
+                  progress, storage_options) -> list[dict]:
     """Shuffle the emitted records by key, then run one reduce task per key not done yet.
+
+    ``assigned`` is ``{row: identity}`` from clustering face descriptors, or ``None``; the
+    emitted records of those rows move to their cluster's key (:func:`relabel_emitted`).
 
     The shuffle reads the partitions' records files, so a worker lost in this stage costs
     Dask a re-read of small files, never a re-run of the face analysis.
@@ -327,8 +337,10 @@ def _reduce_stage(spec, state, client, *, plugin, partitions, store_url, retries
                                          dask_key_name=f"daskavatar-records-{state.run_id}-"
                                                        f"{index}")
              for index in partitions]
-    groups = db.from_delayed(loads).groupby(_emitted_key, npartitions=spec.num_reduce_tasks,
-                                            shuffle="tasks")
+    emitted = db.from_delayed(loads)
+    if assigned is not None:
+        emitted = emitted.map(relabel_emitted, assigned=assigned)
+    groups = emitted.groupby(_emitted_key, npartitions=spec.num_reduce_tasks, shuffle="tasks")
     group_futures = client.compute(groups.to_delayed())
     summaries = client.gather(client.map(_summarise_groups, group_futures, pure=False))
 
@@ -413,13 +425,16 @@ def map_partition(images, *, plugin, store_url, config, storage_options=None) ->
     """Analyse a partition's images, write their rows of ``features.zarr``, run ``plugin.map``.
 
     ``images`` are consecutive :class:`ImageRecord` rows starting at a chunk boundary.
-    Returns ``("face", record)`` for every image, usable or rejected, and ``("emit", key,
-    record)`` for every record the plugin emitted.
+    With ``config.max_faces_per_image`` = k, image ``row`` owns store rows ``row * k`` to
+    ``row * k + k - 1``, one per analysed face, main face first. Returns ``("face", record)``
+    for every face record, usable or rejected, and ``("emit", key, record)`` for every
+    record the plugin emitted.
     """
     images = list(images)
     if not images:
         return []
-    count = len(images)
+    slots = config.max_faces_per_image
+    count = len(images) * slots
     meta = {"landmarks": np.zeros((count, 68, 2), np.float32),
             "c2w": np.zeros((count, 4, 4), np.float32),
             "intrinsics": np.zeros((count, 3, 3), np.float32),
@@ -427,33 +442,31 @@ def map_partition(images, *, plugin, store_url, config, storage_options=None) ->
             "status": np.full(count, STATUS_REJECTED, np.int8)}
     keep_crops = "crops" in plugin.features
 
+    with_descriptor = config.identities == "cluster"
+
     faces = []
     with PeakMemory() as peak:
         for index, image in enumerate(images):
-            result = analyse_image(image.url, config, storage_options=storage_options)
-            if result.status == "ok":
-                if keep_crops:
-                    write_crop(store_url, image.row, result.crop,
-                               storage_options=storage_options)
-                meta["landmarks"][index] = result.landmarks
-                meta["c2w"][index] = result.c2w
-                meta["intrinsics"][index] = result.intrinsics
-                meta["reprojection_error"][index] = result.reprojection_error
-                meta["status"][index] = STATUS_OK
-            else:
-                logger.debug("Rejected %s: %s", image.url, result.message)
-            faces.append({"image_id": image.image_id, "url": image.url, "identity": image.identity,
-                          "row": image.row, "status": result.status, "message": result.message,
-                          "face_count": result.face_count,
-                          "detection_score": _rounded(result.detection_score),
-                          "reprojection_error": _rounded(result.reprojection_error),
-                          "yaw": _rounded(result.yaw), "pitch": _rounded(result.pitch),
-                          "roll": _rounded(result.roll)})
+            results = analyse_faces(image.url, config, storage_options=storage_options,
+                                    with_descriptor=with_descriptor, max_faces=slots)
+            for face_index, result in enumerate(results):
+                position, row = index * slots + face_index, image.row * slots + face_index
+                if result.status == "ok":
+                    if keep_crops:
+                        write_crop(store_url, row, result.crop, storage_options=storage_options)
+                    meta["landmarks"][position] = result.landmarks
+                    meta["c2w"][position] = result.c2w
+                    meta["intrinsics"][position] = result.intrinsics
+                    meta["reprojection_error"][position] = result.reprojection_error
+                    meta["status"][position] = STATUS_OK
+                else:
+                    logger.debug("Rejected %s: %s", image.url, result.message)
+                faces.append(_face_record(image, result, row=row, face_index=face_index))
 
-        write_partition(store_url, images[0].row, meta, storage_options=storage_options)
+        write_partition(store_url, images[0].row * slots, meta, storage_options=storage_options)
 
         context = MapContext(images=images, faces=faces, store_url=store_url,
-                             rows=(images[0].row, images[-1].row + 1),
+                             rows=(images[0].row * slots, (images[-1].row + 1) * slots),
                              storage_options=storage_options,
                              _decode=functools.partial(_decode, config=config,
                                                        storage_options=storage_options))
@@ -464,13 +477,77 @@ def map_partition(images, *, plugin, store_url, config, storage_options=None) ->
     rejected = collections.Counter(f["status"] for f in faces if f["status"] != "ok")
     if rejected:
         reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(rejected.items()))
-        logger.warning("Rejected %d of %d images from row %d on (%s); job.json lists them",
+        logger.warning("Rejected %d of %d face records from image row %d on (%s); job.json "
+                       "lists them",
                        sum(rejected.values()), len(faces), images[0].row, reasons)
 
     for face in faces:
         face["worker_peak_rss_mib"] = peak.mib
     return [("face", face) for face in faces] + \
         [("emit", key, record) for key, record in context._emitted]
+
+
+def _face_record(image, result, *, row: int, face_index: int) -> dict:
+    """Return the small, picklable record of one face's outcome for the job report.
+
+    The main face keeps the image's ``image_id``; a further face ``k`` (from 1) gets
+    ``<image_id>#k`` so that every record's ``image_id`` stays unique.
+    """
+    image_id = image.image_id if face_index == 0 else f"{image.image_id}#{face_index}"
+    record = {"image_id": image_id, "url": image.url, "identity": image.identity,
+              "labelled": image.labelled, "row": row, "face_index": face_index,
+              "status": result.status,
+              "message": result.message, "face_count": result.face_count,
+              "detection_score": _rounded(result.detection_score),
+              "face_size": _rounded(result.face_size, 1),
+              "sharpness": _rounded(result.sharpness, 1),
+              "decode_scale": result.decode_scale,
+              "reprojection_error": _rounded(result.reprojection_error),
+              "yaw": _rounded(result.yaw), "pitch": _rounded(result.pitch),
+              "roll": _rounded(result.roll)}
+    if result.descriptor is not None:
+        record["descriptor"] = result.descriptor.round(5).tolist()
+    return record
+
+
+def cluster_identities(faces: list[dict], config) -> dict:
+    """Return ``{row: identity}`` that replaces the identities of unlabelled usable faces.
+
+    Runs on the client between the map stage and the shuffle when ``config.identities`` is
+    ``cluster``; see
+    :func:`daskavatar.faces.descriptors.assign_identities` for the rule. Descriptors are
+    dropped from ``faces`` afterwards, so they do not travel on into the report.
+    """
+    from daskavatar.faces.descriptors import assign_identities
+
+    assigned = assign_identities([f for f in faces if f["status"] == "ok"],
+                                 threshold=config.cluster_threshold)
+    for face in faces:
+        face.pop("descriptor", None)
+        if face["row"] in assigned:
+            face["identity"] = assigned[face["row"]]
+    return assigned
+
+
+def relabel_emitted(item, *, assigned: dict):
+    """Move an emitted record of a clustered face to its cluster's key.
+
+    A record is moved when it has the ``row`` of a clustered face and was emitted under that
+    face's original identity, which is what the default :meth:`MapReducePlugin.map` does.
+    Records a plugin emitted under keys of its own keep their key. Descriptors are dropped
+    from every emitted record.
+    """
+    if item[0] != "emit":
+        return item
+    _, key, record = item
+    if not isinstance(record, dict):
+        return item
+    record = {k: v for k, v in record.items() if k != "descriptor"}
+    row = record.get("row")
+    if row not in assigned or record.get("identity") != key:
+        return ("emit", key, record)
+    record["identity"] = assigned[row]
+    return ("emit", assigned[row], record)
 
 
 def reduce_partition(groups, *, plugin, store_url, output_path,
@@ -517,7 +594,7 @@ def finish_job(plugin, results, *, output_path, storage_options=None) -> dict:
 
 def _decode(image, *, config, storage_options) -> np.ndarray:
     return read_image(image.url, max_pixels=config.max_image_pixels,
-                      storage_options=storage_options)
+                      max_side=config.max_decode_side or None, storage_options=storage_options)
 
 
 def _read_emitted(url, *, storage_options=None) -> list[tuple]:
@@ -544,10 +621,13 @@ def _task_error(future, *, task_name: str) -> str | None:
     return f"{task_name} failed: {type(error).__name__}: {error}"
 
 
-def _failed_face(image, error: str) -> dict:
+def _failed_face(image, error: str, *, row: int) -> dict:
+    """Return the face record of an image whose map task failed for good."""
     return {"image_id": image.image_id, "url": image.url, "identity": image.identity,
-            "row": image.row, "status": "map_task_failed", "message": error, "face_count": 0,
-            "detection_score": None, "reprojection_error": None, "yaw": None, "pitch": None,
+            "labelled": image.labelled, "row": row, "face_index": 0,
+            "status": "map_task_failed", "message": error, "face_count": 0,
+            "detection_score": None, "face_size": None, "sharpness": None,
+            "decode_scale": None, "reprojection_error": None, "yaw": None, "pitch": None,
             "roll": None, "worker_peak_rss_mib": None}
 
 

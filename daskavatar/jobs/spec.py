@@ -26,6 +26,11 @@ from typing import Any
 from daskavatar import config as _config
 from daskavatar.exceptions import JobSpecError
 
+IDENTITY_SOURCES = ("labels", "cluster")
+MAX_FACES_PER_IMAGE = 32
+"""Largest ``max_faces_per_image``; each image reserves that many rows of ``features.zarr``."""
+MAX_CNN_SIDE = 320
+"""Largest ``cnn_detector_side``; the CNN's peak memory grows with the square of the side."""
 SPEC_KEYS = ("plugin_name", "config", "input_paths", "output_path", "num_map_tasks",
              "num_reduce_tasks")
 DEFAULT_PLUGIN = "NeRF_Avatar"
@@ -39,14 +44,44 @@ class FaceConfig:
     """Side of the aligned square face crop in pixels; also the NeRF training image size."""
     identities_csv: str | None
     """CSV with ``file,person_id`` rows; overrides identities taken from folder names."""
-    detector_upsample: int
-    """Times dlib's HOG detector upsamples the image; each step finds faces half as large."""
     min_detection_score: float
-    """Detections scoring below this are ignored."""
+    """Detections scoring below this are ignored (dlib's HOG margin; about 1 for a clear face)."""
     min_face_size: int
-    """Faces whose detection box side is below this many pixels are rejected."""
+    """Faces whose detection box side is below this many pixels are rejected as
+    ``face_too_small``. The detector's fine pass also looks for faces down to this size."""
+    detector_coarse_side: int
+    """Longer side in pixels of the copy the detector's fast first pass runs on."""
+    detector_max_pixels: int
+    """Most pixels of the upsampled copy of the fine detection pass; bounds its memory."""
+    max_faces_per_image: int
+    """Faces analysed per image, largest first. Above 1, each image owns that many rows of
+    ``features.zarr`` and every analysed face becomes its own record; further faces are only
+    counted."""
+    count_all_faces: bool
+    """Always run the fine detection pass, so small faces beside a large one are counted."""
+    cnn_detector_side: int
+    """Longer side of the copy dlib's CNN detector runs on when HOG finds no face; 0 is off.
+    The CNN finds faces turned far to the side but takes seconds per image, and at 320 px
+    its peak memory is about 165 MiB above the process's (at 450 px, 235 MiB)."""
     max_image_pixels: int
-    """Images with more pixels are rejected before decoding."""
+    """Images with more pixels are rejected as ``too_large`` before decoding."""
+    max_decode_side: int
+    """JPEGs whose longer side is above this are decoded at 1/2, 1/4 or 1/8 size; 0 is off."""
+    min_sharpness: float
+    """Faces whose variance of the Laplacian (at 128 px) is below this are ``too_blurred``."""
+    max_yaw: float
+    """Faces turned further than this many degrees are rejected as ``pose_out_of_range``."""
+    max_pitch: float
+    """Largest absolute pitch in degrees."""
+    max_roll: float
+    """Largest absolute roll in degrees."""
+    max_outside_fraction: float
+    """Faces with a larger share of their landmark box outside the image are ``face_cut_off``."""
+    identities: str
+    """Where identities come from: ``labels`` (folders or ``identities_csv``) or ``cluster``
+    (128-D face descriptors clustered; images with a label keep it)."""
+    cluster_threshold: float
+    """Largest descriptor distance of two faces of one person when ``identities`` is ``cluster``."""
     focal_length_factor: float
     """Assumed focal length in pixels as a multiple of the longer image side."""
     crop_scale: float
@@ -66,9 +101,23 @@ class FaceConfig:
                                "use a value from 32 to 1024 pixels")
         if self.crop_scale < 1.0:
             raise JobSpecError(f"invalid crop_scale {self.crop_scale}; use 1.0 or more")
-        if self.detector_upsample < 0:
-            raise JobSpecError(f"invalid detector_upsample {self.detector_upsample}; "
-                               "use 0 or more")
+        if self.identities not in IDENTITY_SOURCES:
+            raise JobSpecError(f"invalid identities {self.identities!r}; use one of "
+                               f"{', '.join(IDENTITY_SOURCES)}")
+        if not 0.0 <= self.max_outside_fraction <= 1.0:
+            raise JobSpecError(f"invalid max_outside_fraction {self.max_outside_fraction}; "
+                               "use a value from 0 to 1")
+        if self.cnn_detector_side > MAX_CNN_SIDE:
+            raise JobSpecError(f"invalid cnn_detector_side {self.cnn_detector_side}; use at "
+                               f"most {MAX_CNN_SIDE} so the CNN detector fits in a 512 MB "
+                               "worker, or 0 to turn it off")
+        if not 1 <= self.max_faces_per_image <= MAX_FACES_PER_IMAGE:
+            raise JobSpecError(f"invalid max_faces_per_image {self.max_faces_per_image}; use "
+                               f"a value from 1 to {MAX_FACES_PER_IMAGE}")
+        for name in ("min_face_size", "detector_coarse_side", "detector_max_pixels",
+                     "max_decode_side", "cnn_detector_side"):
+            if getattr(self, name) < 0:
+                raise JobSpecError(f"invalid {name} {getattr(self, name)}; use 0 or more")
 
 
 def parse_config(config_class: type, values: dict[str, Any], *, defaults_key: str,
@@ -284,5 +333,5 @@ def _parse_value(name: str, value: Any, type_name: str) -> Any:
     return value.strip().lower() if name in _LOWER_CASE_KEYS else value
 
 
-_LOWER_CASE_KEYS = ("output_format", "preset", "archive")
+_LOWER_CASE_KEYS = ("output_format", "preset", "archive", "identities")
 """Keys whose values are names from a fixed list, matched in any case."""

@@ -19,6 +19,7 @@ import numpy as np
 from daskavatar.exceptions import JobSpecError
 from daskavatar.export.previews import png_bytes, tile_views
 from daskavatar.faces.align import face_mask
+from daskavatar.faces.bundle import refine_identity
 from daskavatar.faces.pose import euler_angles
 from daskavatar.io.outputs import join, write_bytes, write_json
 from daskavatar.io.store import STATUS_OK, read_rows
@@ -147,6 +148,9 @@ def _build(identity, rows, *, store_url, config, compiled, folder, storage_optio
     data = read_rows(store_url, rows, storage_options=storage_options)
     if not np.all(data["status"] == STATUS_OK):
         raise RuntimeError(f"features.zarr rows {rows} of {identity!r} are not all usable")
+    # One shared head shape and mutually consistent cameras from all photos (bundle adjustment).
+    bundle = refine_identity(data["landmarks"], data["intrinsics"], data["c2w"])
+    data["c2w"] = bundle.c2w.astype(np.float32)
     resolution = data["crops"].shape[1]
     masks = np.stack([face_mask(points, resolution) for points in data["landmarks"]])
     views = TrainingViews.from_crops(data["crops"], masks, data["c2w"], data["intrinsics"])
@@ -185,5 +189,7 @@ def _build(identity, rows, *, store_url, config, compiled, folder, storage_optio
             "fit_seconds": round(fit.seconds, 2), "mesh": mesh_file,
             "mesh_vertices": int(len(vertices)), "mesh_faces": int(len(faces)),
             "mesh_level": round(level, 4),
+            "reprojection_error_px": {"before": round(float(bundle.error_before.mean()), 3),
+                                      "after": round(float(bundle.error_after.mean()), 3)},
             "preview": "preview.png", "rows": [int(r) for r in rows],
             "worker_rss_mib": memory}

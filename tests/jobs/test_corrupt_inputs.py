@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from daskavatar.io.decode import REASON_CODES
 from daskavatar.jobs.runner import run_job
 from tests.conftest import shared_path
 
@@ -63,9 +64,10 @@ def test_flood_reports_every_broken_file(flood):
     assert len(broken) == 8
     assert report.counts["images"] == 16
     assert report.counts["rejected_images"] == 8
-    assert report.rejects_by_reason == {"empty_file": 1, "unreadable": 7}
+    assert report.rejects_by_reason == {"corrupt": 1, "empty_file": 1, "not_an_image": 3,
+                                        "truncated": 3}
     for image_id in broken:
-        assert by_id[image_id]["status"] in ("empty_file", "unreadable"), image_id
+        assert by_id[image_id]["status"] in REASON_CODES, image_id
         assert by_id[image_id]["url"] in by_id[image_id]["message"]
     written = json.loads((output / "job.json").read_text())
     assert {image["image_id"] for image in written["images"]

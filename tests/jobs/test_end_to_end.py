@@ -49,7 +49,7 @@ def test_job_outputs(job_result):
 
     assert report.counts["images"] == 6
     assert report.counts["usable_faces"] == 5
-    assert report.rejects_by_reason == {"unreadable": 1}
+    assert report.rejects_by_reason == {"truncated": 1}
     assert report.counts["results"] == 3
     identities = sorted(a["identity"] for a in report.results)
     assert identities == ["_multi_face__two_people", "biden", "rose_leslie"]
@@ -74,7 +74,7 @@ def test_job_json_lists_every_image(job_result):
 
     assert written["counts"] == report.counts
     by_id = {image["image_id"]: image for image in written["images"]}
-    assert by_id["rose_leslie/broken.jpg"]["status"] == "unreadable"
+    assert by_id["rose_leslie/broken.jpg"]["status"] == "truncated"
     assert by_id["_multi_face/two_people.jpg"]["face_count"] == 2
     assert written["spec"]["config"]["max_iterations"] == 60
     assert set(written["timings"]) == {"map_seconds", "prepare_seconds", "reduce_seconds",

@@ -48,8 +48,11 @@ def large_job(cluster_client, tmp_path_factory):
             photo.save(folder / person / f"{index:03d}.jpg", quality=90)
 
     output = tmp_path_factory.mktemp("large-output")
+    # max_decode_side 0 turns off the reduced JPEG decoding, so every 12-megapixel photo
+    # is decoded at full size, as a PNG of that size always is.
     job = {"plugin_name": "GAN_Dataset", "config": {"output_resolution": "128",
-                                                    "archive": "folder"},
+                                                    "archive": "folder",
+                                                    "max_decode_side": "0"},
            "input_paths": [str(folder)], "output_path": str(output),
            "num_map_tasks": 1, "num_reduce_tasks": 2}
     report = run_job(job, cluster_client, progress=False)
