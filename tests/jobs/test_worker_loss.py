@@ -76,6 +76,17 @@ class PoisonDataset(GANDataset):
         return super().reduce(context)
 
 
+class MapPoisonDataset(GANDataset):
+    """``GAN_Dataset`` whose first map partition kills its own worker process."""
+
+    name = "Map_Poison_Dataset"
+
+    def map(self, context):
+        if context.rows[0] == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+        super().map(context)
+
+
 @pytest.fixture(scope="module")
 def loss_client():
     """A Client on a new LocalCluster of 2 workers whose scheduler gives up after 2 deaths.
@@ -239,3 +250,27 @@ def test_task_killing_its_worker_fails_alone(loss_client, photos, tmp_path, clea
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["identities"][POISON_KEY]["status"] == "failed"
     assert manifest["identities"][POISON_KEY]["reason"] == "KilledWorker"
+
+
+def test_map_task_killing_its_worker_fails_alone(loss_client, photos, tmp_path, clean_run):
+    clean_report, _ = clean_run
+    spec = _job(loss_client, photos, tmp_path, MapPoisonDataset)
+
+    report = run_job(spec, loss_client, progress=False)
+
+    # Images sort by path, so the first partition of three rows holds both photos of
+    # alex_lacamoire and the first of biden.
+    failed = [image for image in report.images if image["status"] == "map_task_failed"]
+    by_key = {entry["identity"]: entry for entry in report.results}
+    assert [image["image_id"] for image in failed] == \
+        ["alex_lacamoire/alex_lacamoire1.jpg", "alex_lacamoire/img1.jpg", "biden/biden.jpg"]
+    assert all("allowed-failures" in image["message"] for image in failed)
+    assert report.rejects_by_reason == {"map_task_failed": 3}
+    assert report.counts["images"] == clean_report.counts["images"]
+    assert sorted(by_key) == ["biden", "kit_harington", "rose_leslie"]
+    assert by_key["biden"]["photos"] == 1
+    assert all(entry["status"] == "ok" for entry in by_key.values())
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["partitions"]["0"]["status"] == "failed"
+    assert "allowed-failures" in manifest["partitions"]["0"]["error"]
+    assert manifest["stages"]["map"]["counts"]["failed_map_partitions"] == 1
