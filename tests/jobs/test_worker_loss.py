@@ -258,7 +258,7 @@ def test_map_task_killing_its_worker_fails_alone(loss_client, photos, tmp_path, 
 
     report = run_job(spec, loss_client, progress=False)
 
-    # Images sort by path, so the first partition of three rows holds both photos of
+    # Images sort by path, so the first partition of three rows contains both photos of
     # alex_lacamoire and the first of biden.
     failed = [image for image in report.images if image["status"] == "map_task_failed"]
     by_key = {entry["identity"]: entry for entry in report.results}
