@@ -1,4 +1,5 @@
-"""Command line: ``daskavatar run JOB.json``, ``daskavatar demo``, ``daskavatar plugins``.
+"""Command line: ``daskavatar run JOB.json [--overwrite]``, ``daskavatar demo``,
+``daskavatar plugins``.
 
 A thin layer over :func:`daskavatar.run_job`: it starts or connects to the cluster, prints
 the dashboard link, shows Dask's progress bar and prints the job summary. Library errors
@@ -39,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run a job JSON file")
     run.add_argument("job", help="path of the job JSON file")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the outputs of an earlier job in output_path instead of "
+                          "resuming it; needed when the job's spec or inputs changed")
     _cluster_options(run)
     run.set_defaults(command=_run)
 
@@ -105,7 +109,7 @@ def _execute(spec, args) -> int:
 
     report = run_job(spec, progress=not args.no_progress, scheduler=args.scheduler,
                      n_workers=None if args.scheduler else args.workers,
-                     on_connect=show_dashboard)
+                     on_connect=show_dashboard, overwrite=getattr(args, "overwrite", False))
     print()
     print(report.summary())
     print(f"\nOutputs: {report.spec['output_path']}")

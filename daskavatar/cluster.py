@@ -46,7 +46,12 @@ def start_local_cluster(*, n_workers=None, memory_limit=None, threads_per_worker
 
     pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
                  **worker_environment()}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": pre_spawn}):
+    # With a saturation of 1.0 a worker holds only the tasks it runs. When a worker dies,
+    # the scheduler counts the death against every task assigned to it, so queued tasks
+    # there would move towards KilledWorker for a death they did not cause.
+    saturation = config.get("cluster.worker-saturation")
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": pre_spawn,
+                          "distributed.scheduler.worker-saturation": saturation}):
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
                                memory_limit=memory_limit, processes=True,
                                dashboard_address=dashboard_address)

@@ -10,6 +10,7 @@ matching built-in exception, so code that already catches ``ValueError`` or
     ├── InputNotFoundError(FileNotFoundError)
     │                                    an input glob or URL matched no image
     ├── OutputPathError(OSError)         the output path cannot be written
+    ├── JobStateError(FileExistsError)   the output path contains the outputs of another job
     ├── PluginError(RuntimeError)        a plugin cannot be built, installed or loaded
     ├── ClusterError(ConnectionError)    the Dask scheduler cannot be reached
     └── StageError(RuntimeError)         a job stage failed as a whole
@@ -33,6 +34,10 @@ class InputNotFoundError(DaskAvatarError, FileNotFoundError):
 
 class OutputPathError(DaskAvatarError, OSError):
     """The output path cannot be created or written."""
+
+
+class JobStateError(DaskAvatarError, FileExistsError):
+    """The output path contains the manifest of a different job, or an unreadable manifest."""
 
 
 class PluginError(DaskAvatarError, RuntimeError):

@@ -66,6 +66,29 @@ def write_file(url: str, local_path: str, *, storage_options=None) -> None:
     os.remove(local_path)
 
 
+def remove_temporary_files(url: str, *, storage_options=None) -> list[str]:
+    """Remove what killed writers left in the local folder ``url``; return the removed paths.
+
+    A process killed between writing a temporary file and renaming it leaves the temporary
+    file behind: ``.<name>.<hex>.tmp`` from :func:`write_bytes` and ``<name>.<hex>.partial``
+    from Zarr's ``LocalStore``. Object stores need nothing, because a put that did not
+    finish leaves no object. Call it only where no other task is writing.
+    """
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    if not (fs.protocol in ("file", "local") or "file" in fs.protocol) or not os.path.isdir(path):
+        return []
+    removed = []
+    for folder, _, names in os.walk(path):
+        for name in names:
+            if _TEMPORARY.fullmatch(name):
+                os.remove(os.path.join(folder, name))
+                removed.append(os.path.join(folder, name))
+    return removed
+
+
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{32}\.tmp|.+\.[0-9a-f]{32}\.partial")
+
+
 def write_json(url: str, value, *, storage_options=None) -> None:
     """Write ``value`` as indented JSON to ``url`` atomically."""
     write_bytes(url, json.dumps(value, indent=2, default=_to_builtin).encode("utf-8"),

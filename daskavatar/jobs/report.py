@@ -27,6 +27,9 @@ class JobReport:
     memory: dict
     """Peak worker RSS in MiB per stage (process lifetime peak from getrusage)."""
     worker_restarts: int
+    resume: dict = dataclasses.field(default_factory=dict)
+    """This run's manifest URL and run id, whether it resumed an earlier run, and how many
+    map partitions and keys it skipped because they were done."""
 
     @classmethod
     def build(cls, *, spec, faces, results, finished, timings, worker_restarts) -> JobReport:
@@ -43,7 +46,8 @@ class JobReport:
             "skipped_identities": sum(a["status"] == "skipped" for a in results),
         }
         memory = {
-            "map_peak_rss_mib": max((f["worker_peak_rss_mib"] for f in faces), default=None),
+            "map_peak_rss_mib": max((f["worker_peak_rss_mib"] for f in faces
+                                     if f["worker_peak_rss_mib"] is not None), default=None),
             "reduce_peak_rss_mib": max((a["worker_peak_rss_mib"] for a in results
                                         if "worker_peak_rss_mib" in a), default=None),
             "finish_peak_rss_mib": finished.get("worker_peak_rss_mib"),

@@ -1,12 +1,16 @@
 """Running a job: discover, map, shuffle by key, reduce, finish, report.
 
-The stages are Dask collections run on the client's cluster; the project adds no scheduling
-of its own. Map tasks are partitions of a ``dask.bag`` of image records; each analyses its
-images (:mod:`daskavatar.faces.pipeline`), writes its own region of ``features.zarr`` and
-lets the job's plugin emit keyed records. Those are grouped by key with a task-based bag
-shuffle into ``num_reduce_tasks`` partitions; each reduce task runs the plugin's reduce step
-for its keys one after another. The plugin interface is in :mod:`daskavatar.plugins.base`
-and the report in :mod:`daskavatar.jobs.report`.
+The stages run on the client's cluster as Dask futures and collections; the project adds no
+scheduling of its own. Each map task is one partition of consecutive image records: it
+analyses its images (:mod:`daskavatar.faces.pipeline`), writes its own region of
+``features.zarr``, lets the job's plugin emit keyed records and writes them to a records
+file. A task-based ``dask.bag`` shuffle groups those records by key into
+``num_reduce_tasks`` partitions, and one reduce task per key runs the plugin's reduce step,
+so a key whose task keeps killing its worker fails alone. Each task is a Dask future with
+``retries`` (``daskavatar.tasks.retries``). The client records every finished task in the
+job manifest (:mod:`daskavatar.jobs.state`), so a job run again resumes. The plugin
+interface is in :mod:`daskavatar.plugins.base` and the report in
+:mod:`daskavatar.jobs.report`.
 """
 
 from __future__ import annotations
@@ -17,24 +21,32 @@ import functools
 import logging
 import math
 import os
+import threading
 import time
 
+import dask
 import dask.bag as db
 import fsspec
 import numpy as np
-from distributed import Client, progress as show_progress
+from distributed import Client, as_completed, get_worker, progress as show_progress
+from distributed.scheduler import KilledWorker
 
+from daskavatar import config as _config
 from daskavatar.cluster import connect
-from daskavatar.exceptions import JobSpecError, OutputPathError, StageError
+from daskavatar.exceptions import DaskAvatarError, InputNotFoundError, JobSpecError, \
+    OutputPathError, StageError
 from daskavatar.faces.models import release_models
 from daskavatar.faces.pipeline import analyse_faces
 from daskavatar.io.images import discover_images, read_image
-from daskavatar.io.outputs import join, safe_name, write_bytes, write_json
+from daskavatar.io.outputs import join, remove_temporary_files, safe_name, write_bytes, \
+    write_json
 from daskavatar.io.store import STATUS_OK, STATUS_REJECTED, create_feature_store, \
-    write_crop, write_partition
+    feature_store_matches, write_crop, write_partition
 from daskavatar.jobs.memory import PeakMemory, release_memory, rss_mib
 from daskavatar.jobs.report import JobReport
 from daskavatar.jobs.spec import JobSpec
+from daskavatar.jobs.state import DONE, FAILED, JobState, read_partition_records, \
+    write_partition_records
 from daskavatar.plugins.base import FinishContext, MapContext, ReduceContext
 
 logger = logging.getLogger(__name__)
@@ -42,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 def run_job(spec, client: Client | None = None, *, progress: bool = True,
             storage_options=None, scheduler: str | None = None, n_workers: int | None = None,
-            on_connect=None) -> JobReport:
+            on_connect=None, overwrite: bool = False) -> JobReport:
     """Run a job and return its report; the report is also written to ``output_path/job.json``.
 
     ``spec`` is a :class:`JobSpec`, a job dict or the path of a job JSON file. Without a
@@ -51,12 +63,21 @@ def run_job(spec, client: Client | None = None, *, progress: bool = True,
     once the client is ready (the CLI prints the dashboard link there). Invalid specs,
     missing inputs and unwritable output paths raise before any cluster starts. A plugin
     that is only installed on the cluster is looked up there, also before any compute.
+
+    ``storage_options`` (fsspec options for every path) override, key by key, the job
+    config's ``storage_options``, which override the Dask config ``daskavatar.storage-options``.
+    A job run again with the same ``output_path`` resumes: it skips the map partitions and
+    keys that ``output_path/manifest.json`` records as done. A changed spec raises
+    :class:`~daskavatar.exceptions.JobStateError` unless ``overwrite`` is true, which
+    removes the previous outputs and starts over.
     """
     raw = JobSpec.read_file(spec) if isinstance(spec, str) else spec
     on_cluster = client is not None or scheduler is not None
     spec = _resolve_spec(raw, defer_unknown_plugin=on_cluster)
     if spec is not None:
-        images = _check_paths(spec, storage_options)
+        options = resolve_storage_options(spec, storage_options)
+        images = _check_paths(spec, options)
+        JobState.check(spec=spec, images=images, overwrite=overwrite, storage_options=options)
 
     if client is not None:
         context = contextlib.nullcontext(client)
@@ -69,10 +90,31 @@ def run_job(spec, client: Client | None = None, *, progress: bool = True,
             from daskavatar.plugins.install import sync_cluster_plugins
             if sync_cluster_plugins(client) or spec is None:
                 spec = _resolve_spec(raw, defer_unknown_plugin=False)
-                images = _check_paths(spec, storage_options)
+                options = resolve_storage_options(spec, storage_options)
+                images = _check_paths(spec, options)
+        state = JobState.open(spec=spec, images=images,
+                              output_folders=[spec.plugin_class.output_folder],
+                              overwrite=overwrite, storage_options=options)
         if on_connect is not None:
             on_connect(client)
-        return _run(spec, images, client, progress=progress, storage_options=storage_options)
+        try:
+            report = _run(spec, images, state, client, progress=progress,
+                          storage_options=options)
+        except BaseException:
+            state.finish(FAILED)
+            raise
+        state.finish(DONE)
+        return report
+
+
+def resolve_storage_options(spec: JobSpec, storage_options=None) -> dict | None:
+    """Merge the Dask config's, the job config's and the caller's fsspec options, in order.
+
+    Returns ``None`` when all three are empty, so local paths get no options.
+    """
+    merged = {**(_config.get("storage-options") or {}), **(spec.storage_options or {}),
+              **(storage_options or {})}
+    return merged or None
 
 
 def _resolve_spec(raw, *, defer_unknown_plugin: bool) -> JobSpec | None:
@@ -93,43 +135,57 @@ def _resolve_spec(raw, *, defer_unknown_plugin: bool) -> JobSpec | None:
 
 def _check_paths(spec: JobSpec, storage_options) -> list:
     """List the job's images and probe its output path; raise before any compute."""
-    images = discover_images(spec.input_paths, identities_csv=spec.face.identities_csv,
-                             storage_options=storage_options)
+    try:
+        images = discover_images(spec.input_paths, identities_csv=spec.face.identities_csv,
+                                 storage_options=storage_options)
+    except _storage_errors() as error:
+        if isinstance(error, DaskAvatarError):
+            raise
+        raise InputNotFoundError(f"cannot list input_paths {list(spec.input_paths)!r}: "
+                                 f"{error}; check the paths, and the endpoint and credentials "
+                                 "in storage_options") from error
     _check_output_path(spec.output_path, storage_options)
     return images
 
 
-def _run(spec: JobSpec, images, client: Client, *, progress: bool, storage_options) -> JobReport:
+def _storage_errors() -> tuple[type[Exception], ...]:
+    """Return the exception types that a failed listing or write through fsspec raises.
+
+    s3fs turns S3 error responses into ``OSError`` subclasses, but an endpoint that cannot
+    be reached raises botocore's own ``BotoCoreError``.
+    """
+    try:
+        from botocore.exceptions import BotoCoreError
+    except ImportError:
+        return (OSError, ValueError)
+    return (OSError, ValueError, BotoCoreError)
+
+
+def _run(spec: JobSpec, images, state: JobState, client: Client, *, progress: bool,
+         storage_options) -> JobReport:
     timings = {}
     plugin = spec.make_plugin()
     worker_pids = client.run(os.getpid)
+    retries = int(_config.get("tasks.retries", 0))
     logger.info("Job started: plugin %s, %d images, %d map tasks, %d reduce tasks; "
                 "dashboard %s", spec.plugin_name, len(images), spec.num_map_tasks,
                 spec.num_reduce_tasks, client.dashboard_link)
 
     started = time.perf_counter()
     store_url = join(spec.output_path, "features.zarr")
-    partition_rows = math.ceil(len(images) / spec.num_map_tasks)
-    # Each image owns max_faces_per_image consecutive rows (see map_partition).
-    slots = spec.face.max_faces_per_image
-    create_feature_store(store_url, num_rows=len(images) * slots,
-                         resolution=spec.face.output_resolution,
-                         partition_rows=partition_rows * slots, storage_options=storage_options)
-
-    bag = db.from_sequence(images, partition_size=partition_rows)
-    mapped = bag.map_partitions(map_partition, plugin=plugin, store_url=store_url,
-                                config=spec.face, storage_options=storage_options)
-    mapped = client.persist(mapped)
-    if progress:
-        show_progress(mapped)
     try:
-        faces = [item[1] for item in mapped.filter(_is_face).compute()]
+        faces, partitions = _map_stage(spec, images, state, client, plugin=plugin,
+                                       store_url=store_url, retries=retries,
+                                       progress=progress, storage_options=storage_options)
+    except DaskAvatarError:
+        raise
     except Exception as error:
         raise StageError(f"the map stage failed: {type(error).__name__}: {error}; the "
                          "scheduler and worker logs give the cause") from error
-    if spec.face.identities == "cluster":
-        assigned = cluster_identities(faces, spec.face)
-        mapped = mapped.map(relabel_emitted, assigned=assigned)
+    # Clustering is deterministic in the face records, so a resumed job that reads some of
+    # them from records files assigns the same identities.
+    assigned = cluster_identities(faces, spec.face) if spec.face.identities == "cluster" \
+        else None
     timings["map_seconds"] = round(time.perf_counter() - started, 2)
     logger.info("Map stage finished: %d of %d face records usable",
                 sum(f["status"] == "ok" for f in faces), len(faces))
@@ -142,39 +198,227 @@ def _run(spec: JobSpec, images, client: Client, *, progress: bool, storage_optio
     timings["prepare_seconds"] = round(time.perf_counter() - started, 2)
 
     started = time.perf_counter()
-    groups = mapped.filter(_is_emitted).groupby(_emitted_key, npartitions=spec.num_reduce_tasks,
-                                                shuffle="tasks")
-    reduced = groups.map_partitions(reduce_partition, plugin=plugin, store_url=store_url,
-                                    output_path=spec.output_path,
-                                    storage_options=storage_options)
-    reduced = client.persist(reduced)
-    if progress:
-        show_progress(reduced)
     try:
-        results = reduced.compute()
+        results = _reduce_stage(spec, state, client, plugin=plugin, partitions=partitions,
+                                assigned=assigned, store_url=store_url, retries=retries,
+                                progress=progress, storage_options=storage_options)
+    except DaskAvatarError:
+        raise
     except Exception as error:
         raise StageError(f"the reduce stage failed: {type(error).__name__}: {error}; the "
                          "scheduler and worker logs give the cause") from error
     timings["reduce_seconds"] = round(time.perf_counter() - started, 2)
 
     started = time.perf_counter()
+    state.start_stage("finish")
     finish = client.submit(finish_job, plugin, results, output_path=spec.output_path,
-                           storage_options=storage_options, pure=False)
+                           storage_options=storage_options, pure=False, retries=retries)
     try:
         finished = finish.result()
     except Exception as error:
         raise StageError(f"the finish step of plugin {spec.plugin_name} failed: {error}") \
             from error
+    state.finish_stage("finish")
     timings["finish_seconds"] = round(time.perf_counter() - started, 2)
 
     restarted = _count_restarts(worker_pids, client.run(os.getpid))
     report = JobReport.build(spec=spec, faces=faces, results=results, finished=finished,
                              timings=timings, worker_restarts=restarted)
+    report.resume = {"manifest": state.url, "run": state.run_id, "resumed": state.resumed,
+                     **state.data["stages"]["map"].get("counts", {}),
+                     **state.data["stages"]["reduce"].get("counts", {})}
     write_json(join(spec.output_path, "job.json"), report.to_dict(),
                storage_options=storage_options)
     logger.info("Job finished: %d of %d keys done, outputs in %s", report.counts["results"],
                 report.counts["identities"], spec.output_path)
     return report
+
+
+def _map_stage(spec, images, state, client, *, plugin, store_url, retries, progress,
+               storage_options):
+    """Run one task per map partition that is not done yet; return every face record.
+
+    Returns ``(faces, partitions)``: a face record per image, in row order, and the indices
+    of the partitions whose records file exists. The images of a partition whose task
+    failed for good (it raised through its retries, or its worker died more often than
+    ``distributed.scheduler.allowed-failures``) get the status ``map_task_failed``.
+    """
+    partition_rows = math.ceil(len(images) / spec.num_map_tasks)
+    partitions = [images[start:start + partition_rows]
+                  for start in range(0, len(images), partition_rows)]
+    # Each image owns max_faces_per_image consecutive rows (see map_partition).
+    slots = spec.face.max_faces_per_image
+    layout = {"num_rows": len(images) * slots, "resolution": spec.face.output_resolution,
+              "partition_rows": partition_rows * slots}
+
+    finished = state.finished_partitions(len(partitions)) if state.resumed else set()
+    if finished and not feature_store_matches(store_url, **layout,
+                                              storage_options=storage_options):
+        logger.warning("features.zarr in %s is missing or has another layout; running all "
+                       "%d map partitions again", spec.output_path, len(partitions))
+        finished = set()
+    if not finished:
+        create_feature_store(store_url, **layout, storage_options=storage_options)
+    elif len(finished) < len(partitions):
+        logger.info("Resuming: %d of %d map partitions are done", len(finished),
+                    len(partitions))
+
+    state.start_stage("map")
+    todo = [index for index in range(len(partitions)) if index not in finished]
+    state.start_partitions({index: (partitions[index][0].row * slots,
+                                    (partitions[index][-1].row + 1) * slots)
+                            for index in todo})
+    futures = {}
+    for index in todo:
+        future = client.submit(map_task, partitions[index], plugin=plugin, store_url=store_url,
+                               config=spec.face, records_url=state.partition_url(index),
+                               partition=index, run_id=state.run_id, storage_options=storage_options,
+                               retries=retries, key=f"daskavatar-map-{state.run_id}-{index}")
+        futures[future] = index
+    bar = _start_progress(client, list(futures)) if progress and futures else None
+
+    faces_by_partition = {}
+    for index in finished:
+        records = read_partition_records(state.partition_url(index),
+                                         storage_options=storage_options)
+        faces_by_partition[index] = [item[1] for item in records if _is_face(item)]
+    failed = set()
+    for future in as_completed(futures):
+        index = futures[future]
+        error = _task_error(future, task_name=f"map partition {index}")
+        if error is None:
+            faces_by_partition[index] = future.result()
+            state.finish_partition(index)
+        else:
+            logger.error("Map partition %d (rows %d to %d) failed: %s", index,
+                         partitions[index][0].row, partitions[index][-1].row, error)
+            faces_by_partition[index] = [_failed_face(image, error, row=image.row * slots)
+                                         for image in partitions[index]]
+            state.finish_partition(index, error=error)
+            failed.add(index)
+        # Released at once: a finished task whose result is lost with its worker would
+        # otherwise run again.
+        future.release()
+    _stop_progress(bar)
+
+    # Map tasks whose worker died may have left Zarr's temporary chunk files; no map task
+    # runs now.
+    removed = remove_temporary_files(store_url, storage_options=storage_options)
+    if removed:
+        logger.warning("Removed %d temporary files that killed map tasks left in %s",
+                       len(removed), store_url)
+
+    state.record_task_starts("partitions", _task_starts(client, "daskavatar-map", "partition",
+                                                       run_id=state.run_id))
+    state.finish_stage("map", counts={"map_partitions": len(partitions),
+                                      "skipped_map_partitions": len(finished),
+                                      "failed_map_partitions": len(failed)})
+    faces = [face for index in sorted(faces_by_partition) for face in faces_by_partition[index]]
+    return faces, [index for index in range(len(partitions)) if index not in failed]
+
+
+def _reduce_stage(spec, state, client, *, plugin, partitions, assigned, store_url, retries,
+                  progress, storage_options) -> list[dict]:
+    """Shuffle the emitted records by key, then run one reduce task per key not done yet.
+
+    ``assigned`` is ``{row: identity}`` from clustering face descriptors, or ``None``; the
+    emitted records of those rows move to their cluster's key (:func:`relabel_emitted`).
+
+    The shuffle reads the partitions' records files, so a worker lost in this stage costs
+    Dask a re-read of small files, never a re-run of the face analysis.
+    """
+    state.start_stage("reduce")
+    if not partitions:
+        state.finish_stage("reduce", counts={"skipped_keys": 0})
+        return []
+
+    loads = [dask.delayed(_read_emitted)(state.partition_url(index),
+                                         storage_options=storage_options,
+                                         dask_key_name=f"daskavatar-records-{state.run_id}-"
+                                                       f"{index}")
+             for index in partitions]
+    emitted = db.from_delayed(loads)
+    if assigned is not None:
+        emitted = emitted.map(relabel_emitted, assigned=assigned)
+    groups = emitted.groupby(_emitted_key, npartitions=spec.num_reduce_tasks, shuffle="tasks")
+    group_futures = client.compute(groups.to_delayed())
+    summaries = client.gather(client.map(_summarise_groups, group_futures, pure=False))
+
+    keys = {key: (part, photos, usable) for part, summary in enumerate(summaries)
+            for key, photos, usable in summary}
+    done = state.finished_keys(sorted(keys)) if state.resumed else {}
+    if done:
+        logger.info("Resuming: %d of %d keys are done", len(done), len(keys))
+    todo = [key for key in sorted(keys) if key not in done]
+    state.start_keys(todo)
+
+    # NOTE: each reduce task receives its whole shuffle partition and picks its key's
+    # records, so a worker keeps the records of about 1/num_reduce_tasks of all keys. Jobs
+    # with many photos need num_reduce_tasks large enough to keep that small.
+    futures = {}
+    for number, key in enumerate(todo):
+        future = client.submit(reduce_key, group_futures[keys[key][0]], key, plugin=plugin,
+                               store_url=store_url, output_path=spec.output_path,
+                               run_id=state.run_id, storage_options=storage_options,
+                               retries=retries, key=f"daskavatar-reduce-{state.run_id}-{number}")
+        futures[future] = key
+    bar = _start_progress(client, list(futures)) if progress and futures else None
+
+    results = list(done.values())
+    for future in as_completed(futures):
+        key = futures[future]
+        error = _task_error(future, task_name=f"the reduce task of key {key!r}")
+        if error is None:
+            entry = future.result()
+        else:
+            logger.error("The reduce task of key %r failed: %s", key, error)
+            _, photos, usable = keys[key]
+            entry = {"identity": key, "photos": photos, "usable_photos": usable,
+                     "folder": join(spec.output_path, plugin.output_folder, safe_name(key)),
+                     "status": "failed", "reason": type(future.exception()).__name__,
+                     "message": error}
+        state.finish_key(key, entry)
+        results.append(entry)
+        future.release()
+    _stop_progress(bar)
+    del group_futures
+
+    state.record_task_starts("identities", _task_starts(client, "daskavatar-reduce", "key",
+                                                        run_id=state.run_id))
+    state.finish_stage("reduce", counts={"skipped_keys": len(done)})
+    return results
+
+
+def map_task(images, *, plugin, store_url, config, records_url, partition, run_id,
+             storage_options=None) -> list[dict]:
+    """Run :func:`map_partition`, then write its records file; return the face records.
+
+    The records file is written last, so it exists only for a partition whose rows of
+    ``features.zarr`` are complete. A re-run overwrites the same rows and the same file.
+    """
+    _log_event("daskavatar-map", {"run": run_id, "partition": partition, "event": "start"})
+    records = map_partition(images, plugin=plugin, store_url=store_url, config=config,
+                            storage_options=storage_options)
+    write_partition_records(records_url, records, storage_options=storage_options)
+    return [item[1] for item in records if _is_face(item)]
+
+
+def reduce_key(groups, key, *, plugin, store_url, output_path, run_id,
+               storage_options=None) -> dict:
+    """Run ``plugin.reduce`` for ``key``, one of the ``(key, emitted items)`` of ``groups``."""
+    _log_event("daskavatar-reduce", {"run": run_id, "key": key, "event": "start"})
+    items = next(items for group_key, items in groups if group_key == key)
+
+    # Temporary files in the folder come from a task of this key killed mid-write, because
+    # Dask runs one task per key at a time. A task of an interrupted run that is still
+    # finishing would fail its rename, and its result is discarded anyway.
+    folder = join(output_path, plugin.output_folder, safe_name(key))
+    for path in remove_temporary_files(folder, storage_options=storage_options):
+        logger.warning("Removed %s, left by a killed task of key %r", path, key)
+
+    [entry] = reduce_partition([(key, items)], plugin=plugin, store_url=store_url,
+                               output_path=output_path, storage_options=storage_options)
+    return entry
 
 
 def map_partition(images, *, plugin, store_url, config, storage_options=None) -> list[tuple]:
@@ -353,6 +597,93 @@ def _decode(image, *, config, storage_options) -> np.ndarray:
                       max_side=config.max_decode_side or None, storage_options=storage_options)
 
 
+def _read_emitted(url, *, storage_options=None) -> list[tuple]:
+    return [item for item in read_partition_records(url, storage_options=storage_options)
+            if _is_emitted(item)]
+
+
+def _summarise_groups(groups) -> list[tuple[str, int, int]]:
+    """Return ``(key, photos, usable photos)`` for every group of a reduce partition."""
+    return [(key, len(items), sum(item[2].get("status") == "ok" for item in items))
+            for key, items in groups]
+
+
+def _task_error(future, *, task_name: str) -> str | None:
+    """Return why ``future`` failed in a sentence for the report, or ``None`` if it did not."""
+    if future.status != "error":
+        return None
+    error = future.exception()
+    if isinstance(error, KilledWorker):
+        return (f"the worker running {task_name} died more often than the scheduler's "
+                "distributed.scheduler.allowed-failures, so Dask gave up on the task. A "
+                "worker dies when it passes its memory limit or its process crashes; the "
+                f"worker logs say which ({error})")
+    return f"{task_name} failed: {type(error).__name__}: {error}"
+
+
+def _failed_face(image, error: str, *, row: int) -> dict:
+    """Return the face record of an image whose map task failed for good."""
+    return {"image_id": image.image_id, "url": image.url, "identity": image.identity,
+            "labelled": image.labelled, "row": row, "face_index": 0,
+            "status": "map_task_failed", "message": error, "face_count": 0,
+            "detection_score": None, "face_size": None, "sharpness": None,
+            "decode_scale": None, "reprojection_error": None, "yaw": None, "pitch": None,
+            "roll": None, "worker_peak_rss_mib": None}
+
+
+def _log_event(topic: str, message: dict) -> None:
+    """Record ``message`` in the scheduler's event log (``Client.get_events(topic)``)."""
+    try:
+        worker = get_worker()
+    except ValueError:
+        return
+    worker.log_event(topic, message)
+
+
+def _task_starts(client, topic: str, field: str, *, run_id: str) -> collections.Counter:
+    """Count the task starts of this run per ``field`` value in the scheduler's events.
+
+    A task that Dask ran again after its worker died has started more than once.
+    """
+    # NOTE: the scheduler keeps only the last distributed.admin.low-level-log-length events
+    # of each topic (1,000 by default), so in a stage of more tasks the earliest go uncounted.
+    return collections.Counter(
+        message[field] for _, message in client.get_events(topic)
+        if message.get("run") == run_id and message.get("event") == "start")
+
+
+def _start_progress(client, futures):
+    """Draw Dask's progress bar for ``futures`` in a thread while the client handles results.
+
+    ``distributed.progress`` blocks until every future is done, and the manifest must be
+    updated as each one finishes. The bar starts tracking only once every one of its keys
+    exists on the scheduler, and the stage releases each future as it finishes. So this
+    waits (at most 30 s) until the bar tracks the keys or has ended.
+    """
+    thread = threading.Thread(target=show_progress, args=(futures,), daemon=True,
+                              name="daskavatar-progress")
+    thread.start()
+
+    key = futures[0].key
+
+    def tracked(dask_scheduler=None) -> bool:
+        # Defined here, so it is pickled by value for a scheduler without daskavatar.
+        return any(key in (getattr(plugin, "all_keys", None) or ())
+                   for plugin in dask_scheduler.plugins.values())
+
+    deadline = time.monotonic() + 30
+    while thread.is_alive() and time.monotonic() < deadline:
+        if client.run_on_scheduler(tracked):
+            break
+        time.sleep(0.05)
+    return thread
+
+
+def _stop_progress(thread) -> None:
+    if thread is not None:
+        thread.join(timeout=5)
+
+
 def _is_face(item) -> bool:
     return item[0] == "face"
 
@@ -372,7 +703,7 @@ def _check_output_path(output_path: str, storage_options) -> None:
         write_bytes(probe, b"", storage_options=storage_options)
         fs, path = fsspec.core.url_to_fs(probe, **(storage_options or {}))
         fs.rm(path)
-    except (OSError, ValueError) as error:
+    except _storage_errors() as error:
         raise OutputPathError(f"cannot write to output_path {output_path!r}: {error}; choose a "
                               "writable folder or bucket") from error
 

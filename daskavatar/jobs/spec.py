@@ -7,8 +7,10 @@ A job arrives as JSON from the CLI, the REST API or Python::
      "input_paths": ["faces/**/*.jpg"], "output_path": "out/",
      "num_map_tasks": 4, "num_reduce_tasks": 2}
 
-The ``config`` block holds the map-stage keys of :class:`FaceConfig`, shared by every
-plugin, and the keys of the selected plugin's ``config_class``. Values may arrive as strings
+The ``config`` block contains the map-stage keys of :class:`FaceConfig`, shared by every
+plugin, the keys of the selected plugin's ``config_class``, and optionally
+``storage_options``: a JSON object of fsspec options (for ``s3://``: ``key``, ``secret``,
+``endpoint_url``, ``client_kwargs``) used for every input and output path of the job. Values may arrive as strings
 and are parsed here. Unknown keys are an error that names the key, so a typo never silently
 falls back to a default. Defaults come from the Dask config (``daskavatar.job`` and
 ``daskavatar.plugins.<plugin-name>``), see :mod:`daskavatar.config`.
@@ -172,7 +174,11 @@ class JobSpec:
     num_reduce_tasks: int
     plugin_class: type = dataclasses.field(default=None, compare=False, repr=False)
     raw_config: dict[str, Any] = dataclasses.field(default_factory=dict)
-    """The ``config`` block as the user wrote it, kept for the job report."""
+    """The ``config`` block as the user wrote it, without ``storage_options``."""
+    storage_options: dict[str, Any] | None = dataclasses.field(default=None, compare=False,
+                                                                repr=False)
+    """fsspec options from the ``config`` block; never written to reports or the manifest,
+    because they may hold credentials."""
 
     @classmethod
     def from_dict(cls, spec: dict[str, Any], *, plugin_class: type | None = None) -> JobSpec:
@@ -212,6 +218,14 @@ class JobSpec:
         raw_config = spec.get("config") or {}
         if not isinstance(raw_config, dict):
             raise JobSpecError(f"invalid config {raw_config!r}; give a JSON object")
+        raw_config = dict(raw_config)
+        storage_options = raw_config.pop("storage_options", None)
+        if storage_options is not None and not isinstance(storage_options, dict):
+            # The value is left out of the message because it may be a credential.
+            raise JobSpecError(f"invalid storage_options in the job config: a "
+                               f"{type(storage_options).__name__}, not a JSON object; give "
+                               "an object of fsspec options such as "
+                               '{"endpoint_url": "http://host:9000"}')
         face, plugin_config = _split_config(raw_config, plugin_class)
 
         return cls(
@@ -223,7 +237,8 @@ class JobSpec:
             num_map_tasks=_parse_count("num_map_tasks", spec.get("num_map_tasks", 1)),
             num_reduce_tasks=_parse_count("num_reduce_tasks", spec.get("num_reduce_tasks", 1)),
             plugin_class=plugin_class,
-            raw_config=dict(raw_config),
+            raw_config=raw_config,
+            storage_options=storage_options,
         )
 
     def make_plugin(self):
@@ -247,7 +262,10 @@ class JobSpec:
                 raise JobSpecError(f"job file {path!r} is not valid JSON: {error}") from error
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the job JSON, with the effective config values filled in."""
+        """Return the job JSON, with the effective config values filled in.
+
+        ``storage_options`` are left out because they may hold credentials.
+        """
         return {
             "plugin_name": self.plugin_name,
             "config": {**dataclasses.asdict(self.face), **dataclasses.asdict(self.plugin_config)},
