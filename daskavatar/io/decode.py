@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import re
 import struct
 import warnings
 
@@ -103,8 +104,12 @@ def decode_image(url, *, max_pixels, max_side=None, storage_options=None) -> Dec
         raise ImageRejected("not_an_image", f"{url} is not in an image format that can be "
                                             "read (JPEG, PNG, WebP, BMP, TIFF, GIF)") from None
     except Image.DecompressionBombError as error:
-        raise ImageRejected("too_large", f"{url}: {error}; resize it or raise "
-                                         "max_image_pixels") from error
+        # Pillow refuses headers above twice its own limit before the size can be read back,
+        # so the pixel count comes from its message.
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        pixels = f"{int(found.group(1)):,} pixels" if found else "more pixels than Pillow opens"
+        raise ImageRejected("too_large", f"{url} has {pixels}, more than max_image_pixels = "
+                                         f"{max_pixels}; resize it") from error
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError,
             KeyError, TypeError, struct.error) as error:
         # Pillow's plugins raise all of these on malformed headers and data.

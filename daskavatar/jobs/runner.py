@@ -180,8 +180,10 @@ def _run(spec: JobSpec, images, state: JobState, client: Client, *, progress: bo
     except DaskAvatarError:
         raise
     except Exception as error:
-        raise StageError(f"the map stage failed: {type(error).__name__}: {error}; the "
-                         "scheduler and worker logs give the cause") from error
+        logger.info("The map stage failed", exc_info=True)
+        raise StageError(f"the map stage failed: {type(error).__name__}: {error}; run "
+                         "with -v for the traceback, and see the worker logs for errors "
+                         "raised in tasks") from error
     # Clustering is deterministic in the face records, so a resumed job that reads some of
     # them from records files assigns the same identities.
     assigned = cluster_identities(faces, spec.face) if spec.face.identities == "cluster" \
@@ -205,8 +207,10 @@ def _run(spec: JobSpec, images, state: JobState, client: Client, *, progress: bo
     except DaskAvatarError:
         raise
     except Exception as error:
-        raise StageError(f"the reduce stage failed: {type(error).__name__}: {error}; the "
-                         "scheduler and worker logs give the cause") from error
+        logger.info("The reduce stage failed", exc_info=True)
+        raise StageError(f"the reduce stage failed: {type(error).__name__}: {error}; run "
+                         "with -v for the traceback, and see the worker logs for errors "
+                         "raised in tasks") from error
     timings["reduce_seconds"] = round(time.perf_counter() - started, 2)
 
     started = time.perf_counter()

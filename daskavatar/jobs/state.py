@@ -139,7 +139,11 @@ class JobState:
             entry = self.data["identities"].get(key)
             if entry is None or entry["status"] != "ok":
                 continue
+            # A result without a folder (GAN_Dataset packs its folders into one archive)
+            # leaves nothing to check, so that key is made again.
             folder = entry["result"].get("folder")
+            if not folder:
+                continue
             fs, path = fsspec.core.url_to_fs(folder, **(self.storage_options or {}))
             if fs.exists(path):
                 done[key] = entry["result"]

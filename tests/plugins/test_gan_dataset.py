@@ -13,13 +13,16 @@ from daskavatar.plugins.gan_dataset import MIRROR_CAMERA, MIRROR_WORLD
 from tests.conftest import shared_path
 
 
+def zip_job(output):
+    return {"plugin_name": "GAN_Dataset", "config": {"mirror": "true"},
+            "input_paths": [shared_path("faces_face_recognition") + "/**/*"],
+            "output_path": str(output), "num_map_tasks": 4, "num_reduce_tasks": 2}
+
+
 @pytest.fixture(scope="module")
 def zip_dataset(cluster_client, tmp_path_factory):
     output = tmp_path_factory.mktemp("gan_zip")
-    job = {"plugin_name": "GAN_Dataset", "config": {"mirror": "true"},
-           "input_paths": [shared_path("faces_face_recognition") + "/**/*"],
-           "output_path": str(output), "num_map_tasks": 4, "num_reduce_tasks": 2}
-    report = run_job(job, cluster_client, progress=False)
+    report = run_job(zip_job(output), cluster_client, progress=False)
     return report, output
 
 
@@ -107,6 +110,21 @@ def test_mirrored_camera_sees_the_mirrored_landmarks(zip_dataset):
 
     assert u_mirror == pytest.approx(1.0 - u)
     assert v_mirror == pytest.approx(v)
+
+
+def test_rerun_rebuilds_the_zip(cluster_client, zip_dataset):
+    report, output = zip_dataset
+    with zipfile.ZipFile(output / "dataset.zip") as archive:
+        before = json.loads(archive.read("dataset.json"))
+
+    rerun = run_job(zip_job(output), cluster_client, progress=False)
+
+    with zipfile.ZipFile(output / "dataset.zip") as archive:
+        after = json.loads(archive.read("dataset.json"))
+        assert set(archive.namelist()) == {name for name, _ in after["labels"]} | {
+            "dataset.json"}
+    assert after == before
+    assert rerun.counts["results"] == report.counts["results"]
 
 
 def test_folder_layout(cluster_client, tmp_path):
