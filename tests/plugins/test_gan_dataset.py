@@ -40,7 +40,8 @@ def test_zip_holds_every_usable_face_twice(zip_dataset):
     assert report.counts["usable_faces"] >= 15
     assert set(labels) | {"dataset.json"} == names
     assert sum(name.endswith("_mirror.png") for name in labels) == len(labels) // 2
-    assert first.size == (512, 512) and first.mode == "RGB"
+    assert first.size == (512, 512)
+    assert first.mode == "RGB"
     assert report.finished["images"] == len(labels)
     assert not (output / "dataset").exists()
 
@@ -73,7 +74,8 @@ def test_cameras_are_rotations_with_fixed_intrinsics(zip_dataset):
 
     # One head size for all: a face that fills the crop as intended is seen from 2.7.
     assert np.median(distances) == pytest.approx(2.7, rel=0.15)
-    assert min(distances) > 1.5 and max(distances) < 4.5
+    assert min(distances) > 1.5
+    assert max(distances) < 4.5
 
 
 def test_mirrored_entries_mirror_image_and_camera(zip_dataset):

@@ -137,7 +137,8 @@ def test_install_then_upgrade_without_restart(separate_cluster, tmp_path, monkey
     assert sorted(os.listdir(project)) == ["landmark_export.py", "pyproject.toml"]
 
     listed = cli("plugins", "--scheduler", address)
-    assert "Installed on" in listed.stdout and "landmark-export 2.0" in listed.stdout
+    assert "Installed on" in listed.stdout
+    assert "landmark-export 2.0" in listed.stdout
     assert "Landmark_Export" in listed.stdout
 
 
