@@ -166,6 +166,11 @@ def _run(spec: JobSpec, images, state: JobState, client: Client, *, progress: bo
     timings = {}
     plugin = spec.make_plugin()
     worker_pids = client.run(os.getpid)
+
+    # A worker that an earlier job left above Dask's pause threshold (80 %) would stay
+    # paused with idle library pages and free heap it never returns, and this job would
+    # wait for it forever. client.run reaches paused workers too.
+    client.run(release_memory)
     retries = int(_config.get("tasks.retries", 0))
     logger.info("Job started: plugin %s, %d images, %d map tasks, %d reduce tasks; "
                 "dashboard %s", spec.plugin_name, len(images), spec.num_map_tasks,
