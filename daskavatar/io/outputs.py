@@ -29,19 +29,15 @@ def safe_name(name: str) -> str:
 def write_bytes(url: str, data: bytes, *, storage_options=None) -> None:
     """Write ``data`` to ``url`` atomically, creating parent folders."""
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    if fs.protocol in ("file", "local") or "file" in fs.protocol:
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        temporary = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(temporary, "wb") as f:
-                f.write(data)
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+    if not _is_local(fs):
+        fs.pipe_file(path, data)
         return
-    fs.pipe_file(path, data)
+
+    def fill(temporary):
+        with open(temporary, "wb") as f:
+            f.write(data)
+
+    _replace_locally(path, fill)
 
 
 def write_file(url: str, local_path: str, *, storage_options=None) -> None:
@@ -51,19 +47,28 @@ def write_file(url: str, local_path: str, *, storage_options=None) -> None:
     it. Object stores get one whole-object upload.
     """
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    if fs.protocol in ("file", "local") or "file" in fs.protocol:
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        temporary = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-        try:
-            shutil.move(local_path, temporary)
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+    if not _is_local(fs):
+        fs.put_file(local_path, path)
+        os.remove(local_path)
         return
-    fs.put_file(local_path, path)
-    os.remove(local_path)
+    _replace_locally(path, lambda temporary: shutil.move(local_path, temporary))
+
+
+def _is_local(fs) -> bool:
+    return fs.protocol in ("file", "local") or "file" in fs.protocol
+
+
+def _replace_locally(path: str, fill) -> None:
+    """Let ``fill(temporary)`` create a file beside ``path``, then rename it over ``path``."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        fill(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def remove_temporary_files(url: str, *, storage_options=None) -> list[str]:
@@ -75,7 +80,7 @@ def remove_temporary_files(url: str, *, storage_options=None) -> list[str]:
     finish leaves no object. Call it only where no other task is writing.
     """
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    if not (fs.protocol in ("file", "local") or "file" in fs.protocol) or not os.path.isdir(path):
+    if not _is_local(fs) or not os.path.isdir(path):
         return []
     removed = []
     for folder, _, names in os.walk(path):

@@ -185,10 +185,7 @@ def _run(spec: JobSpec, images, state: JobState, client: Client, *, progress: bo
     except DaskAvatarError:
         raise
     except Exception as error:
-        logger.info("The map stage failed", exc_info=True)
-        raise StageError(f"the map stage failed: {type(error).__name__}: {error}; run "
-                         "with -v for the traceback, and see the worker logs for errors "
-                         "raised in tasks") from error
+        raise _stage_failed("map", error) from error
     # Clustering is deterministic in the face records, so a resumed job that reads some of
     # them from records files assigns the same identities.
     assigned = cluster_identities(faces, spec.face) if spec.face.identities == "cluster" \
@@ -212,10 +209,7 @@ def _run(spec: JobSpec, images, state: JobState, client: Client, *, progress: bo
     except DaskAvatarError:
         raise
     except Exception as error:
-        logger.info("The reduce stage failed", exc_info=True)
-        raise StageError(f"the reduce stage failed: {type(error).__name__}: {error}; run "
-                         "with -v for the traceback, and see the worker logs for errors "
-                         "raised in tasks") from error
+        raise _stage_failed("reduce", error) from error
     timings["reduce_seconds"] = round(time.perf_counter() - started, 2)
 
     started = time.perf_counter()
@@ -428,6 +422,13 @@ def reduce_key(groups, key, *, plugin, store_url, output_path, run_id,
     [entry] = reduce_partition([(key, items)], plugin=plugin, store_url=store_url,
                                output_path=output_path, storage_options=storage_options)
     return entry
+
+
+def _stage_failed(stage: str, error: Exception) -> StageError:
+    """Log the traceback of ``error`` (shown with ``-v``) and return the error to raise."""
+    logger.info("The %s stage failed", stage, exc_info=True)
+    return StageError(f"the {stage} stage failed: {type(error).__name__}: {error}; run with -v "
+                      "for the traceback, and see the worker logs for errors raised in tasks")
 
 
 def map_partition(images, *, plugin, store_url, config, storage_options=None) -> list[tuple]:
