@@ -43,6 +43,7 @@ from daskavatar.io.outputs import join, remove_temporary_files, safe_name, write
 from daskavatar.io.store import STATUS_OK, STATUS_REJECTED, create_feature_store, \
     feature_store_matches, write_crop, write_partition
 from daskavatar.jobs.memory import PeakMemory, release_memory, rss_mib
+from daskavatar.jobs.paused import PausedWorkerGuard
 from daskavatar.jobs.report import JobReport
 from daskavatar.jobs.spec import JobSpec
 from daskavatar.jobs.state import DONE, FAILED, JobState, read_partition_records, \
@@ -98,8 +99,10 @@ def run_job(spec, client: Client | None = None, *, progress: bool = True,
         if on_connect is not None:
             on_connect(client)
         try:
-            report = _run(spec, images, state, client, progress=progress,
-                          storage_options=options)
+            pause_timeout = float(_config.get("tasks.paused-worker-timeout") or 0)
+            with PausedWorkerGuard(client, timeout=pause_timeout):
+                report = _run(spec, images, state, client, progress=progress,
+                              storage_options=options)
         except BaseException:
             state.finish(FAILED)
             raise
@@ -403,6 +406,10 @@ def map_task(images, *, plugin, store_url, config, records_url, partition, run_i
     records = map_partition(images, plugin=plugin, store_url=store_url, config=config,
                             storage_options=storage_options)
     write_partition_records(records_url, records, storage_options=storage_options)
+
+    # A worker left above Dask's pause threshold by memory it no longer needs would not
+    # start its next task.
+    release_memory()
     return [item[1] for item in records if _is_face(item)]
 
 
