@@ -14,11 +14,12 @@ import pytest
 from distributed import Client, get_worker
 
 from daskavatar.cluster import start_local_cluster
+from daskavatar.jobs.memory import release_memory
 from daskavatar.jobs.paused import PausedWorkerGuard
 from daskavatar.jobs.runner import run_job
 from tests.conftest import shared_path
 
-PAUSED_RSS_MIB = 430
+PAUSED_RSS_MIB = 420
 """Between the pause threshold (80 % of 512 MB, 391 MiB) and the restart at 95 % (464 MiB)."""
 
 
@@ -30,9 +31,14 @@ def one_worker():
 
 
 def _hold_memory(dask_worker=None) -> int:
-    """Hold memory that Dask does not manage until the process reaches ``PAUSED_RSS_MIB``."""
+    """Hold memory that Dask does not manage until the process reaches ``PAUSED_RSS_MIB``.
+
+    The worker first returns what :func:`release_memory` can, so that the job's own call of
+    it at the start cannot bring the worker below the pause threshold.
+    """
     import psutil
 
+    release_memory()
     rss = psutil.Process().memory_info().rss
     ballast = bytearray(max(0, PAUSED_RSS_MIB * 2 ** 20 - rss))
     ballast[::4096] = b"\1" * len(ballast[::4096])
