@@ -10,7 +10,8 @@ matching built-in exception, so code that already catches ``ValueError`` or
     ├── InputNotFoundError(FileNotFoundError)
     │                                    an input glob or URL matched no image
     ├── OutputPathError(OSError)         the output path cannot be written
-    ├── JobStateError(FileExistsError)   the output path contains the outputs of another job
+    ├── JobStateError(FileExistsError)   the output path contains the outputs of another job,
+    │                                    or another client may still be writing to it
     ├── PluginError(RuntimeError)        a plugin cannot be built, installed or loaded
     ├── ClusterError(ConnectionError)    the Dask scheduler cannot be reached
     └── StageError(RuntimeError)         a job stage failed as a whole
@@ -37,7 +38,10 @@ class OutputPathError(DaskAvatarError, OSError):
 
 
 class JobStateError(DaskAvatarError, FileExistsError):
-    """The output path contains the manifest of a different job, or an unreadable manifest."""
+    """The output path contains the manifest of a different job or an unreadable manifest.
+
+    Also raised when another client may still be writing to the output path.
+    """
 
 
 class PluginError(DaskAvatarError, RuntimeError):

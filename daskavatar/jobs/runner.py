@@ -70,7 +70,9 @@ def run_job(spec, client: Client | None = None, *, progress: bool = True,
     A job run again with the same ``output_path`` resumes: it skips the map partitions and
     keys that ``output_path/manifest.json`` records as done. A changed spec raises
     :class:`~daskavatar.exceptions.JobStateError` unless ``overwrite`` is true, which
-    removes the previous outputs and starts over.
+    removes the previous outputs and starts over. A job whose ``output_path`` another
+    client may still be writing to raises ``JobStateError`` before any compute, also with
+    ``overwrite``.
     """
     raw = JobSpec.read_file(spec) if isinstance(spec, str) else spec
     on_cluster = client is not None or scheduler is not None
@@ -96,9 +98,9 @@ def run_job(spec, client: Client | None = None, *, progress: bool = True,
         state = JobState.open(spec=spec, images=images,
                               output_folders=[spec.plugin_class.output_folder],
                               overwrite=overwrite, storage_options=options)
-        if on_connect is not None:
-            on_connect(client)
         try:
+            if on_connect is not None:
+                on_connect(client)
             pause_timeout = float(_config.get("tasks.paused-worker-timeout") or 0)
             with PausedWorkerGuard(client, timeout=pause_timeout):
                 report = _run(spec, images, state, client, progress=progress,

@@ -7,6 +7,7 @@ and SIGKILLed once the manifest records a finished identity.
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -79,23 +80,26 @@ def interrupted(cluster_client, photos, tmp_path_factory):
     assert process.returncode == -signal.SIGKILL, log_path.read_text()
 
     manifest = _read_manifest(output)
-    return output, job_path, manifest
+    return output, job_path, manifest, process.pid
 
 
 def test_interrupted_job_left_work(interrupted):
-    _, _, manifest = interrupted
+    _, _, manifest, pid = interrupted
 
     done = _done_keys(manifest)
 
     assert 1 <= len(done) < len(PEOPLE)
     assert manifest["status"] == "running"
+    assert [run["status"] for run in manifest["runs"]] == ["running"]
+    assert manifest["runs"][0]["pid"] == pid
+    assert manifest["runs"][0]["host"] == socket.gethostname()
     assert manifest["stages"]["map"]["status"] == "done"
     assert all(manifest["identities"][key]["attempts"] == 1 for key in done)
 
 
 @pytest.fixture(scope="module")
 def resumed(interrupted, cluster_client):
-    output, job_path, before = interrupted
+    output, job_path, before, _ = interrupted
     report = run_job(str(job_path), cluster_client, progress=False)
     return report, output, before
 
@@ -126,13 +130,29 @@ def test_resume_manifest_counts_attempts(resumed):
     manifest = _read_manifest(output)
 
     assert manifest["status"] == "done"
-    assert [run["status"] for run in manifest["runs"]] == ["running", "done"]
+    assert [run["status"] for run in manifest["runs"]] == ["interrupted", "done"]
     for key in PEOPLE:
         entry = manifest["identities"][key]
         assert entry["status"] == "ok"
         assert entry["attempts"] == (1 if key in done_before else 2)
     for key in done_before:
         assert manifest["identities"][key]["result"] == before["identities"][key]["result"]
+
+
+def test_resume_records_killed_run_interrupted(resumed, interrupted):
+    report, output, _ = resumed
+    pid = interrupted[3]
+
+    killed, current = _read_manifest(output)["runs"][:2]
+
+    assert killed["status"] == "interrupted"
+    assert killed["finished"] is None
+    assert killed["interrupted_reason"] == \
+        f"pid {pid} on host {socket.gethostname()} is not running"
+    assert killed["interrupted_found_by"] == report.resume["run"]
+    assert killed["interrupted_found"] == current["started"]
+    assert current["run"] == report.resume["run"]
+    assert current["pid"] == os.getpid()
 
 
 def test_resume_outputs_complete(resumed):
@@ -182,7 +202,8 @@ def test_changed_spec_rejected_by_cli(resumed):
 def test_changed_inputs_rejected(tmp_path, photos):
     job = _job(photos, tmp_path / "out")
     spec = JobSpec.from_dict(job)
-    JobState.open(spec=spec, images=discover_images(spec.input_paths), output_folders=["avatars"])
+    JobState.open(spec=spec, images=discover_images(spec.input_paths),
+                  output_folders=["avatars"]).finish()
     fewer = _job(photos, tmp_path / "out")
     fewer["input_paths"] = [str(photos / "obama" / "*.jpg")]
 
@@ -193,7 +214,7 @@ def test_changed_inputs_rejected(tmp_path, photos):
 def test_overwrite_removes_previous_outputs(tmp_path, photos):
     spec = JobSpec.from_dict(_job(photos, tmp_path))
     images = discover_images(spec.input_paths)
-    JobState.open(spec=spec, images=images, output_folders=["avatars"])
+    JobState.open(spec=spec, images=images, output_folders=["avatars"]).finish()
     (tmp_path / "avatars" / "old").mkdir(parents=True)
     (tmp_path / "avatars" / "old" / "report.json").write_text("{}")
     (tmp_path / "_state" / "map").mkdir(parents=True)
@@ -202,6 +223,7 @@ def test_overwrite_removes_previous_outputs(tmp_path, photos):
 
     state = JobState.open(spec=changed, images=images, output_folders=["avatars"],
                           overwrite=True)
+    state.finish()
 
     assert state.resumed is False
     assert not (tmp_path / "avatars").exists()
