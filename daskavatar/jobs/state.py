@@ -368,7 +368,14 @@ def _read_previous(*, spec, images, overwrite: bool, storage_options):
     Returns ``(manifest or None, [(run entry, reason)])``. The list contains the earlier
     runs still recorded ``running`` whose client is gone, each with why it counts as gone.
     """
-    previous = _read_manifest(join(spec.output_path, MANIFEST_NAME), storage_options)
+    try:
+        previous = _read_manifest(join(spec.output_path, MANIFEST_NAME), storage_options)
+    except JobStateError:
+        if not overwrite:
+            raise
+        # Nothing in it can be trusted, not even its list of outputs or of live runs.
+        logger.warning("Replacing the unreadable manifest in %s", spec.output_path)
+        return {"outputs": ["features.zarr", "job.json"], "runs": []}, []
     if previous is None:
         return None, []
 

@@ -59,6 +59,20 @@ def load_blender_views(folder: str, split: str, *, scale: float = 1.0,
                          masks=np.stack(masks))
 
 
+def load_blender_depths(folder: str, split: str, *, scale: float = 1.0) -> np.ndarray:
+    """Read the true depth maps ``(V, H, W)`` of one split, in the frame order of its views.
+
+    ``depth_<split>.npz`` holds one array per frame, named after the frame's image file,
+    with the depth along the camera's viewing axis and 0 on the background. ``scale`` is
+    the world scale given to :func:`load_blender_views`.
+    """
+    with open(os.path.join(folder, f"transforms_{split}.json")) as f:
+        frames = json.load(f)["frames"]
+    with np.load(os.path.join(folder, f"depth_{split}.npz")) as archive:
+        names = [os.path.basename(frame["file_path"]).removesuffix(".png") for frame in frames]
+        return np.stack([archive[name].astype(np.float32) * scale for name in names])
+
+
 def load_head_scan(folder: str, *, scale: float = 1.0):
     """Load the head scan ``LeePerrySmith.glb`` in the world frame of its renders.
 

@@ -359,3 +359,19 @@ def test_invalid_heartbeat_interval_rejected(photos, tmp_path, value):
         _open(_job(photos, tmp_path))
 
     assert not (tmp_path / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("content", ["{not json", json.dumps({"format": 99})])
+def test_unreadable_manifest_replaced_only_with_overwrite(photos, tmp_path, content):
+    job = _job(photos, tmp_path)
+    (tmp_path / "manifest.json").write_text(content)
+    (tmp_path / "dataset").mkdir()
+
+    with pytest.raises(JobStateError, match="--overwrite"):
+        _open(job)
+    assert (tmp_path / "manifest.json").read_text() == content
+
+    state = _open(job, overwrite=True)
+    state.finish()
+    assert _manifest(tmp_path)["runs"][0]["status"] == "done"
+    assert not (tmp_path / "dataset").exists()
