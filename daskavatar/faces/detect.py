@@ -12,7 +12,7 @@ passes:
    memory. Faces below the size that cap allows are not found.
 
 Both HOG passes run on the grayscale image. On a colour image dlib computes the gradients of
-each channel and keeps the strongest, which made the detector about a third slower on 640
+each channel and keeps the strongest, which made the detector about 30 % slower on 640
 pixel portraits (0.030 against 0.023 s of CPU per image) for no loss on the benchmarks:
 landmark NME unchanged, detection recall 1.000 instead of 0.977
 (``benchmarks/RESULTS.md``).

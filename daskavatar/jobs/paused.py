@@ -7,11 +7,11 @@ manage: imported libraries, cached face models, and free heap that glibc keeps. 
 never falls on its own, so a paused worker holding a task of the job waits forever, and
 with it the job. The nanny restarts a worker only at 95 %.
 
-:class:`PausedWorkerGuard` watches the cluster while a job runs. A worker that stays
-paused without running a task for ``daskavatar.tasks.paused-worker-timeout`` seconds first
-drops its cached models and returns free memory (:func:`release_models`); if it is still
-paused after the same time again, the guard restarts it through its nanny
-(``Client.restart_workers``), and Dask runs its tasks elsewhere or on the new process.
+:class:`PausedWorkerGuard` watches the cluster while a job runs. A worker can stay paused
+without running a task for ``daskavatar.tasks.paused-worker-timeout`` seconds. The guard
+then makes it drop its cached models and return free memory (:func:`release_models`). If
+the worker is still paused after the same time again, the guard restarts it through its
+nanny (``Client.restart_workers``), and Dask runs its tasks elsewhere or on the new process.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class PausedWorkerGuard:
             try:
                 self.check(time.monotonic())
             except Exception:
-                # The client may be closing, or a worker leaving; the next check sees.
+                # The client may be closing, or a worker leaving; the next check tries again.
                 logger.debug("Checking for paused workers failed", exc_info=True)
 
     def check(self, now: float) -> None:

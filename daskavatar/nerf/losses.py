@@ -51,7 +51,7 @@ def chamfer_distance(fitted, truth, *, num_points: int = 50_000, seed: int = 0,
 
 def seen_region(points: np.ndarray, c2w: np.ndarray, intrinsics: np.ndarray,
                 depths: np.ndarray, *, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
-    """Which of ``points`` ``(N, 3)`` the cameras saw, from true depth maps.
+    """Return which of ``points`` ``(N, 3)`` the cameras saw, from true depth maps.
 
     ``c2w`` ``(V, 4, 4)`` are OpenCV camera-to-world matrices (the camera looks along +z),
     ``intrinsics`` ``(V, 3, 3)`` and ``depths`` ``(V, H, W)`` the depth of the true surface
@@ -80,10 +80,10 @@ def seen_region(points: np.ndarray, c2w: np.ndarray, intrinsics: np.ndarray,
         column, row = np.floor(pixels + offset).astype(int).T
         inside = in_front & (column >= 0) & (column < width) & (row >= 0) & (row < height)
 
-        shown = np.zeros(len(points), np.float64)
-        shown[inside] = depth[row[inside], column[inside]]
-        background = inside & (shown <= 0)
-        surface = inside & (shown > 0)
-        on_surface |= surface & (np.abs(z - shown) <= tolerance)
-        in_seen_space |= background | (surface & (z <= shown + tolerance))
+        shown_depth = np.zeros(len(points), np.float64)
+        shown_depth[inside] = depth[row[inside], column[inside]]
+        background = inside & (shown_depth <= 0)
+        surface = inside & (shown_depth > 0)
+        on_surface |= surface & (np.abs(z - shown_depth) <= tolerance)
+        in_seen_space |= background | (surface & (z <= shown_depth + tolerance))
     return on_surface, in_seen_space

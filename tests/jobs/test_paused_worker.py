@@ -91,7 +91,7 @@ def _busy_while_paused(seconds: float) -> int:
     return os.getpid()
 
 
-def test_guard_leaves_a_paused_worker_that_runs_a_task(one_worker):
+def test_guard_spares_busy_paused_worker(one_worker):
     [pid] = one_worker.run(os.getpid).values()
 
     with PausedWorkerGuard(one_worker, timeout=1) as guard:
