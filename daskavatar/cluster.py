@@ -3,7 +3,8 @@
 The embedded cluster has one single-threaded worker per CPU core, each with a memory limit
 of 512 MB (``daskavatar.cluster.memory-limit``) and Dask's default memory thresholds: the
 worker pauses at 80 % and its nanny restarts it at 95 %. The settings are read from the Dask
-config when the cluster is built.
+config when the cluster is built. A job restarts a worker that stays paused while idle
+(:mod:`daskavatar.jobs.paused`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def worker_environment() -> dict[str, str]:
     the paper preset's programs, 6 training steps grew the RSS by 90 MiB with glibc's
     default arenas and by 40 MiB with one arena (measured on the 2-core development machine).
     XLA gets one thread, because each worker has one thread and one core.
-    Remote workers need the same variables in their environment (see deploy/).
+    Remote workers need the same variables in their environment (README, "Memory").
     """
     return {"MALLOC_ARENA_MAX": "1", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "1",
             "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
