@@ -120,3 +120,22 @@ def _solidify(sigma: np.ndarray, level: float) -> np.ndarray:
 def _unit(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-9)).astype(np.float32)
+
+
+def part_sizes(faces: np.ndarray, num_vertices: int) -> np.ndarray:
+    """Return the face count of each connected part of a mesh, largest first.
+
+    ``faces`` ``(F, 3)`` index ``num_vertices`` vertices; faces that share a vertex are
+    connected.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if len(faces) == 0:
+        return np.zeros(0, np.int64)
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
+    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])),
+                       shape=(num_vertices, num_vertices))
+    _, labels = connected_components(graph, directed=False)
+    return np.sort(np.bincount(labels[faces[:, 0]]))[::-1]
+

@@ -33,6 +33,12 @@ OUTPUT_FORMATS = ("obj", "ply", "glb")
 PREVIEW_ANGLES = 40.0
 """Half range in degrees of the turntable preview around the most frontal photo."""
 
+MIN_LARGEST_PART = 0.8
+"""Share of the mesh's faces below which its largest connected part gets a warning."""
+MAX_DEPTH_TO_WIDTH = 1.5
+"""Depth of the mesh along the viewing axis, over its width, above which it gets a warning.
+A face seen from the front is about as deep as wide."""
+
 
 @dataclasses.dataclass(frozen=True)
 class NeRFAvatarConfig:
@@ -139,7 +145,7 @@ def _build(identity, rows, *, store_url, config, compiled, folder, storage_optio
     # JAX and trimesh are imported here, in the reduce stage only, because together they
     # add about 180 MiB to a worker and map tasks need neither.
     from daskavatar.export.meshes import build_mesh, write_mesh
-    from daskavatar.nerf.mesh import extract_mesh
+    from daskavatar.nerf.mesh import extract_mesh, part_sizes
     from daskavatar.nerf.presets import PRESETS
     from daskavatar.nerf.programs import load_programs
     from daskavatar.nerf.rays import orbit_cameras
@@ -200,6 +206,9 @@ def _build(identity, rows, *, store_url, config, compiled, folder, storage_optio
                             build_mesh(vertices, faces, colors, texture=texture),
                             config.output_format, storage_options=storage_options)
 
+    parts = part_sizes(faces, len(vertices))
+    largest = float(parts[0] / parts.sum())
+    extent = vertices.max(axis=0) - vertices.min(axis=0)
     report = {"status": "ok", "preset": config.preset, "iterations": fit.iterations,
               "training_views": len(training), "mirrored_views": len(training) // 2,
               "train_psnr": round(fit.train_psnr, 3), "final_loss": fit.final_loss,
@@ -207,7 +216,8 @@ def _build(identity, rows, *, store_url, config, compiled, folder, storage_optio
               "fit_cpu_seconds": round(fit.cpu_seconds, 2),
               "mesh": mesh_file, "mesh_files": mesh_files,
               "mesh_vertices": int(len(vertices)), "mesh_faces": int(len(faces)),
-              "mesh_level": round(level, 4), "textured": texture is not None,
+              "mesh_level": round(level, 4), "mesh_parts": int(len(parts)),
+              "mesh_largest_part": round(largest, 3), "textured": texture is not None,
               "reprojection_error_px": {"before": round(float(bundle.error_before.mean()), 3),
                                         "after": round(float(bundle.error_after.mean()), 3)},
               "preview": "preview.png", "rows": [int(r) for r in rows],
@@ -216,6 +226,21 @@ def _build(identity, rows, *, store_url, config, compiled, folder, storage_optio
         report["held_out_psnr"] = round(held_out_metrics["psnr"], 3)
         report["held_out_ssim"] = round(held_out_metrics["ssim"], 4)
         report["held_out_row"] = int(rows[views.held_out_index(min_views=3)])
+
+    # Few photos from similar directions leave the depth of the face open, and the mesh
+    # then falls apart although the images fit. The warning goes first, so the job's
+    # summary table shows it.
+    problems = []
+    if largest < MIN_LARGEST_PART:
+        problems.append(f"the mesh is in {len(parts)} parts and the largest holds "
+                        f"{largest:.0%} of its faces")
+    if extent[2] > MAX_DEPTH_TO_WIDTH * extent[0]:
+        problems.append(f"the mesh is {extent[2] / extent[0]:.1f} times as deep as wide")
+    if problems:
+        warning = (f"{'; '.join(problems)}: the photos leave the face's depth open; more "
+                   "photos from other directions, or more iterations, help")
+        logger.warning("Avatar of %r: %s", identity, warning)
+        report = {"status": "ok", "warning": warning, **report}
     return report
 
 

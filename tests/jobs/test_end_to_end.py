@@ -66,6 +66,14 @@ def test_job_outputs(job_result):
         assert entry["usable_photos"] == 2
         assert entry["train_psnr"] > 12.0
 
+        parts = trimesh.load(str(folder / "mesh.ply"), process=False).split(
+            only_watertight=False)
+        assert entry["mesh_parts"] == len(parts)
+        largest = max(len(part.faces) for part in parts) / len(mesh.faces)
+        assert entry["mesh_largest_part"] == pytest.approx(largest, abs=1e-3)
+        if largest < 0.8:
+            assert "in" in entry["warning"] and "parts" in entry["warning"]
+
 
 def test_job_json_lists_every_image(job_result):
     report, output, _ = job_result

@@ -240,3 +240,14 @@ def test_held_out_view_is_central():
         else:
             assert len(training) == count - 1
             np.testing.assert_array_equal(held_out.images[0], views.images[expected])
+
+
+def test_mesh_part_sizes():
+    from daskavatar.nerf.mesh import part_sizes
+
+    # Two triangles sharing an edge, one apart, and an unused vertex.
+    faces = np.array([[0, 1, 2], [1, 2, 3], [4, 5, 6]])
+
+    assert part_sizes(faces, 8).tolist() == [2, 1]
+    assert part_sizes(np.zeros((0, 3), np.int64), 3).tolist() == []
+
