@@ -100,9 +100,11 @@ _STANDARD_KEYS = {"identity", "status", "photos", "usable_photos", "folder", "ro
 
 
 def _details(result: dict, limit: int = 5) -> str:
-    """Return up to ``limit`` scalar fields of a result as ``key=value``, for the table."""
+    """Return a result's reason and message, or for an ``ok`` result up to ``limit`` of its
+    scalar fields as ``key=value``, for the table."""
     if result["status"] != "ok":
-        return f"{result.get('reason', '')}: {result.get('message', '')}"[:100]
+        parts = [result.get("reason"), result.get("message")]
+        return ": ".join(str(part) for part in parts if part)[:100]
     fields = [(key, value) for key, value in result.items()
               if key not in _STANDARD_KEYS and isinstance(value, (int, float, str))
               and not isinstance(value, bool)]
