@@ -137,10 +137,12 @@ def _list_plugins(args) -> int:
 
 def _install_plugin(args) -> int:
     from daskavatar.cluster import connect
-    from daskavatar.plugins.install import install_plugin
+    from daskavatar.plugins.install import load_plugin_wheel, register_wheel
 
+    # A package that cannot be built or loaded fails here, before the scheduler is contacted.
+    wheel = load_plugin_wheel(args.path)
     with connect(args.scheduler) as client:
-        wheel = install_plugin(args.path, client)
+        register_wheel(wheel, client)
         workers = len(client.scheduler_info()["workers"])
     print(f"Installed {wheel.distribution} {wheel.version} on {workers} workers of "
           f"{args.scheduler}; jobs from now on can name its plugins")

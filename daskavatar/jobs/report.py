@@ -39,7 +39,10 @@ class JobReport:
             "images": len(faces),
             "usable_faces": sum(f["status"] == "ok" for f in faces),
             "rejected_images": sum(rejects.values()),
-            "multi_face_images": sum(f["face_count"] > 1 for f in faces),
+            # Only the main face's record counts, because with max_faces_per_image above 1
+            # every analysed face of an image has a record with the image's face count.
+            "multi_face_images": sum(f["face_count"] > 1 and f["face_index"] == 0
+                                     for f in faces),
             "identities": len(results),
             "results": sum(a["status"] == "ok" for a in results),
             "failed_identities": sum(a["status"] == "failed" for a in results),
@@ -62,7 +65,8 @@ class JobReport:
         return dataclasses.asdict(self)
 
     def summary(self) -> str:
-        """Return a readable table of the results and the job's counts."""
+        """Return a readable table of the results, the job's counts and what a resumed run
+        skipped."""
         lines = [f"{'identity':<32} {'status':<8} {'photos':>6}  details"]
         for result in self.results:
             lines.append(f"{result['identity'][:32]:<32} {result['status']:<8} "
@@ -76,6 +80,15 @@ class JobReport:
         if self.rejects_by_reason:
             reasons = ", ".join(f"{k}: {v}" for k, v in self.rejects_by_reason.items())
             lines.append(f"rejected by reason: {reasons}")
+        if counts["multi_face_images"]:
+            lines.append(f"images with several faces: {counts['multi_face_images']} "
+                         "(face_count in job.json)")
+        skipped_partitions = self.resume.get("skipped_map_partitions", 0)
+        skipped_keys = self.resume.get("skipped_keys", 0)
+        if skipped_partitions or skipped_keys:
+            lines.append(f"resumed: skipped {skipped_partitions} of "
+                         f"{self.resume.get('map_partitions', 0)} map partitions and "
+                         f"{skipped_keys} of {counts['identities']} keys done earlier")
         lines.append(f"peak worker memory: map {self.memory['map_peak_rss_mib']} MiB, "
                      f"reduce {self.memory['reduce_peak_rss_mib']} MiB; "
                      f"worker restarts: {self.worker_restarts}")
@@ -87,9 +100,11 @@ _STANDARD_KEYS = {"identity", "status", "photos", "usable_photos", "folder", "ro
 
 
 def _details(result: dict, limit: int = 5) -> str:
-    """Return up to ``limit`` scalar fields of a result as ``key=value``, for the table."""
+    """Return a result's reason and message, or for an ``ok`` result up to ``limit`` of its
+    scalar fields as ``key=value``, for the table."""
     if result["status"] != "ok":
-        return f"{result.get('reason', '')}: {result.get('message', '')}"[:100]
+        parts = [result.get("reason"), result.get("message")]
+        return ": ".join(str(part) for part in parts if part)[:100]
     fields = [(key, value) for key, value in result.items()
               if key not in _STANDARD_KEYS and isinstance(value, (int, float, str))
               and not isinstance(value, bool)]

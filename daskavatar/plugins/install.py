@@ -114,9 +114,20 @@ class SchedulerPluginWheel(SchedulerPlugin):
 def install_plugin(path: str, client) -> PluginWheel:
     """Install the plugin project folder or wheel at ``path`` on ``client``'s cluster.
 
-    The plugin is loaded in this process first, so a package that does not import, or
-    declares no ``daskavatar.plugins`` entry point, fails here and not in a job. Returns
-    the registered :class:`PluginWheel`.
+    Runs :func:`load_plugin_wheel`, then :func:`register_wheel`. Returns the registered
+    :class:`PluginWheel`.
+    """
+    wheel = load_plugin_wheel(path)
+    register_wheel(wheel, client)
+    return wheel
+
+
+def load_plugin_wheel(path: str) -> PluginWheel:
+    """Build or read the wheel at ``path`` and load its plugins in this process.
+
+    A package that does not import, or declares no ``daskavatar.plugins`` entry point,
+    raises :class:`PluginError` here, before anything reaches a cluster. The wheel stays
+    unpacked on ``sys.path`` of this process.
     """
     from daskavatar.plugins.registry import discover, normalise_name
 
@@ -131,21 +142,30 @@ def install_plugin(path: str, client) -> PluginWheel:
                           "'daskavatar.plugins'; add one under [options.entry_points] "
                           "(setup.cfg) or [project.entry-points.\"daskavatar.plugins\"]")
     wheel.activate(_process_root("client"))
-    found = discover()
+
+    # The PluginError below carries the import error, so a warning from discover() would
+    # print the same reason twice.
+    found = discover(log_errors=False)
     for name in names:
         info = found.get(normalise_name(name))
         if info is None or info.plugin_class is None:
             reason = info.error if info is not None else "not found after unpacking"
             raise PluginError(f"plugin {name!r} from {wheel.filename} cannot be loaded: "
                               f"{reason}")
+    return wheel
 
+
+def register_wheel(wheel: PluginWheel, client) -> None:
+    """Register ``wheel`` on the scheduler and workers of ``client``'s cluster.
+
+    A build of the same distribution registered earlier is replaced.
+    """
     if wheel.name in client.run_on_scheduler(_scheduler_plugin_names):
         client.unregister_scheduler_plugin(wheel.name)
     client.register_plugin(SchedulerPluginWheel(wheel), name=wheel.name)
     client.register_plugin(wheel, name=wheel.name)
     logger.info("Installed %s %s (plugins %s) on the cluster", wheel.distribution,
-                wheel.version, ", ".join(names))
-    return wheel
+                wheel.version, ", ".join(_entry_point_names(wheel.data)))
 
 
 def sync_cluster_plugins(client) -> list[str]:

@@ -39,11 +39,12 @@ def normalise_name(name: str) -> str:
     return "".join(ch for ch in str(name).lower() if ch not in "_- ")
 
 
-def discover() -> dict[str, PluginInfo]:
+def discover(*, log_errors: bool = True) -> dict[str, PluginInfo]:
     """Load every plugin of the entry-point group; keys are normalised names.
 
     Entry points are read again on every call, so a plugin installed since the last call
-    is found. Broken plugins are returned with ``error`` set and logged as warnings.
+    is found. Broken plugins are returned with ``error`` set and, when ``log_errors`` is
+    true, logged as warnings.
     """
     from daskavatar.plugins.base import MapReducePlugin
 
@@ -59,8 +60,9 @@ def discover() -> dict[str, PluginInfo]:
                 raise TypeError(f"{entry_point.value} is not a MapReducePlugin subclass")
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"
-            logger.warning("Skipping plugin %r (%s %s): %s", entry_point.name, info.distribution,
-                           info.version, reason)
+            if log_errors:
+                logger.warning("Skipping plugin %r (%s %s): %s", entry_point.name,
+                               info.distribution, info.version, reason)
             info = dataclasses.replace(info, error=reason)
         else:
             info = dataclasses.replace(info, plugin_class=plugin_class)

@@ -37,6 +37,20 @@ def test_folder_input_finds_images_only(tmp_path):
     assert [r.image_id for r in records] == ["ann/1.png"]
 
 
+def test_folder_input_finds_every_suffix(tmp_path, monkeypatch):
+    for name in ("ann/1.jpg", "ann/2.jpeg", "ann/3.JPG", "bob/1.png", "bob/2.webp"):
+        _write(str(tmp_path / "faces" / name))
+    monkeypatch.chdir(tmp_path)
+
+    from_folder = discover_images(["faces/"])
+    from_glob = discover_images(["faces/**/*.jpg"])
+
+    assert {r.image_id: r.identity for r in from_folder} == {
+        "ann/1.jpg": "ann", "ann/2.jpeg": "ann", "ann/3.JPG": "ann", "bob/1.png": "bob",
+        "bob/2.webp": "bob"}
+    assert [r.image_id for r in from_glob] == ["ann/1.jpg"]
+
+
 def test_csv_overrides_folders():
     folder = shared_path("faces_deepface")
 

@@ -1,8 +1,11 @@
-"""Atomic output writes and the clean-up of what killed writers leave behind."""
+"""Atomic output writes, folder names of keys, and the clean-up of what killed writers leave
+behind."""
 
 import uuid
 
-from daskavatar.io.outputs import remove_temporary_files, write_bytes
+import pytest
+
+from daskavatar.io.outputs import remove_temporary_files, safe_name, write_bytes
 
 
 def test_write_bytes_leaves_no_temporary(tmp_path):
@@ -31,3 +34,19 @@ def test_remove_temporary_files_keeps_outputs(tmp_path):
 
 def test_remove_temporary_files_missing_folder(tmp_path):
     assert remove_temporary_files(str(tmp_path / "none")) == []
+
+
+@pytest.mark.parametrize("identity, folder", [
+    ("obama", "obama"),
+    ("Kit Harington", "Kit_Harington"),
+    ("a/b\\c", "a_b_c"),
+    ("a  &  b", "a_b"),
+    ("Zoë", "Zo"),
+    ("Zoë Kravitz", "Zo_Kravitz"),
+    ("_cluster_000", "cluster_000"),
+    (".hidden.", "hidden"),
+    ("v1.2-final", "v1.2-final"),
+    ("../..", "unnamed"),
+])
+def test_safe_name_folder_rule(identity, folder):
+    assert safe_name(identity) == folder

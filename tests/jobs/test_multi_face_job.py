@@ -25,11 +25,11 @@ def multi_face_job(cluster_client, tmp_path_factory):
                       "max_faces_per_image": "3"},
            "input_paths": [str(folder / "*.jpg")], "output_path": str(output),
            "num_map_tasks": 2, "num_reduce_tasks": 1}
-    return run_job(job, cluster_client, progress=False), output
+    return run_job(job, cluster_client, progress=False), output, job
 
 
 def test_one_record_per_face(multi_face_job):
-    report, _ = multi_face_job
+    report, _, _ = multi_face_job
     records = {image["image_id"]: image for image in report.images}
 
     assert set(records) == {"empty.jpg", "obama.jpg", "two_people.jpg", "two_people.jpg#1"}
@@ -41,7 +41,7 @@ def test_one_record_per_face(multi_face_job):
 
 
 def test_faces_use_image_rows(multi_face_job):
-    report, output = multi_face_job
+    report, output, _ = multi_face_job
     records = {image["image_id"]: image for image in report.images}
     store = zarr.open_group(str(output / "features.zarr"), mode="r")
 
@@ -58,7 +58,29 @@ def test_faces_use_image_rows(multi_face_job):
 
 
 def test_main_face_is_larger(multi_face_job):
-    report, _ = multi_face_job
+    report, _, _ = multi_face_job
     records = {image["image_id"]: image for image in report.images}
 
     assert records["two_people.jpg"]["face_size"] >= records["two_people.jpg#1"]["face_size"]
+
+
+def test_summary_counts_multi_face_images(multi_face_job):
+    report, _, _ = multi_face_job
+
+    lines = report.summary().splitlines()
+
+    assert report.counts["multi_face_images"] == 1
+    assert "images with several faces: 1 (face_count in job.json)" in lines
+    assert not any(line.startswith("resumed:") for line in lines)
+
+
+def test_summary_of_rerun_says_resumed(multi_face_job, cluster_client):
+    report, _, job = multi_face_job
+
+    rerun = run_job(job, cluster_client, progress=False)
+    lines = rerun.summary().splitlines()
+
+    assert rerun.resume["resumed"] is True
+    # Only keys recorded "ok" count as done, so the rerun makes the skipped key "empty" again.
+    assert "resumed: skipped 2 of 2 map partitions and 2 of 3 keys done earlier" in lines
+    assert rerun.counts == report.counts

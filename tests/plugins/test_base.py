@@ -95,3 +95,23 @@ def test_failing_reduce_reported_per_key(cluster_client, photos, tmp_path):
     assert all(r["status"] == "ok" for key, r in results.items() if key != "all")
     assert report.counts["failed_identities"] == 1
     assert not np.isnan(report.memory["reduce_peak_rss_mib"])
+
+
+def test_skip_without_message_shows_reason(cluster_client, photos, tmp_path):
+    class SkipsAllKey(ColourStats):
+        def reduce(self, context):
+            if context.key == "all":
+                return {"status": "skipped", "reason": "too_few_photos"}
+            return super().reduce(context)
+
+    job = {"plugin_name": "Colour_Stats", "input_paths": [str(photos / "*.jpg")],
+           "output_path": str(tmp_path), "num_map_tasks": 1, "num_reduce_tasks": 1}
+    spec = JobSpec.from_dict(job, plugin_class=SkipsAllKey)
+
+    report = run_job(spec, cluster_client, progress=False)
+    rows = {line.split()[0]: line for line in report.summary().splitlines()[1:] if line}
+
+    assert report.results[0]["identity"] == "all"
+    assert "message" not in report.results[0]
+    assert rows["all"].split()[1] == "skipped"
+    assert rows["all"].endswith("  too_few_photos")

@@ -157,3 +157,19 @@ def test_wheel_without_entry_point_refused(cluster_client, tmp_path):
 def test_missing_path_named(cluster_client, tmp_path):
     with pytest.raises(InputNotFoundError, match="plugin path .*nowhere' not found"):
         install.install_plugin(str(tmp_path / "nowhere"), cluster_client)
+
+
+def test_broken_plugin_error_printed_once(tmp_path):
+    project = tmp_path / "landmark_export"
+    write_project(project, "1.0")
+    (project / "landmark_export.py").write_text("import no_such_module_anywhere\n")
+
+    # No scheduler listens on port 1, so the command fails with another error, after a
+    # 30 s connect timeout, if it contacts the scheduler before loading the plugin.
+    result = cli("plugins", "install", str(project), "--scheduler", "tcp://127.0.0.1:1")
+
+    assert result.returncode == 1
+    assert result.stderr == (
+        "daskavatar: error: plugin 'Landmark_Export' from landmark_export-1.0-py3-none-any.whl "
+        "cannot be loaded: ModuleNotFoundError: No module named 'no_such_module_anywhere'\n")
+    assert result.stdout == ""
