@@ -127,7 +127,7 @@ def _list_plugins(args) -> int:
             installed = sync_cluster_plugins(client)
         print(f"Installed on {args.scheduler}: {', '.join(installed) or 'none'}")
 
-    plugins = sorted(discover().values(), key=lambda p: p.name.lower())
+    plugins = sorted(discover(log_errors=False).values(), key=lambda p: p.name.lower())
     print(f"{'plugin':<20} {'version':<10} {'package':<20} status")
     for info in plugins:
         status = "ok" if info.error is None else f"broken: {info.error}"
