@@ -17,11 +17,6 @@ CLOSING_ITERATIONS = 3
 MIN_SOLID_FRACTION = 0.05
 """Solids smaller than this fraction of the largest one are dropped as floaters."""
 
-RELATIVE_LEVEL = 0.3
-"""Fraction of the 99th percentile of a field's densities below which the mesh level is
-lowered. Three 200-step fits of 2 to 5 photos per person had percentiles of 7 to 14 against
-the preset's level of 10; at 0.3 of them, each mesh came out in 1 or 2 parts."""
-
 
 def query_field(programs: Programs, params, points: np.ndarray, directions: np.ndarray):
     """Evaluate the field at ``points`` and unit ``directions`` ``(P, 3)`` in compiled chunks.
@@ -54,19 +49,13 @@ def extract_mesh(programs: Programs, params, *, resolution: int, viewpoint: np.n
     density in its empty cells counts as zero, because no ray sampled there and the field is
     arbitrary. The grid is queried one slab of constant x at a time, so the temporaries are
     those of one slab. Vertex colours are the field's colour seen from ``viewpoint`` ``(3,)``
-    (the mean camera centre), because the photos only show the head from there.
-
-    Without a ``level``, the preset's ``mesh_level`` is used, lowered to
-    ``RELATIVE_LEVEL`` times the 99th percentile of the positive densities on the grid. A field
-    fitted to a few photos can stay below the preset's level over most of the face, and
-    would give scattered pieces. When the density never reaches ``level``, half the maximum
-    density is used instead.
+    (the mean camera centre), because the photos only show the head from there. When the
+    density never reaches ``level``, half the maximum density is used instead.
 
     Returns ``vertices`` ``(V, 3)`` float32 in world units, ``faces`` ``(F, 3)`` int64,
     ``colors`` ``(V, 4)`` uint8 RGBA and the level used. Raises ValueError when the field is
     empty.
     """
-    adaptive = level is None
     level = programs.preset.mesh_level if level is None else level
     low, high = np.full(3, -radius), np.full(3, radius)
     if occupancy is not None and occupancy.occupied.any():
@@ -81,10 +70,6 @@ def extract_mesh(programs: Programs, params, *, resolution: int, viewpoint: np.n
         if occupancy is not None:
             values = np.where(occupancy.contains(points), values, 0.0)
         sigma[index] = values.reshape(resolution, resolution)
-
-    positive = sigma[sigma > 0]
-    if adaptive and positive.size:
-        level = min(level, RELATIVE_LEVEL * float(np.percentile(positive, 99)))
 
     peak = float(sigma.max())
     if peak <= 1e-3:

@@ -47,18 +47,13 @@ class OccupancyGrid:
 
     @classmethod
     def from_masks(cls, masks: np.ndarray, c2w: np.ndarray, intrinsics: np.ndarray, *,
-                   resolution: int, radius: float,
-                   depth_range: tuple[float, float] | None = None) -> OccupancyGrid:
+                   resolution: int, radius: float) -> OccupancyGrid:
         """Carve the visual hull of foreground ``masks`` ``(V, H, W)`` bool.
 
         ``c2w`` ``(V, 4, 4)`` (OpenCV axes) and ``intrinsics`` ``(V, 3, 3)`` are the views'
         cameras. Cells that project outside a view's image or lie behind its camera are kept,
         because that view shows nothing about them. The hull is dilated by one cell, so cells
         that the surface crosses off their centre stay occupied.
-
-        ``depth_range`` ``(low, high)`` also empties the cells whose centre has a world z
-        outside it. Photos taken from the front carve almost nothing along z, so without it
-        the field may place a face anywhere between the cameras and the back of the cube.
         """
         empty = cls(occupied=np.ones((resolution,) * 3, bool), hull=np.ones((resolution,) * 3, bool),
                     radius=radius)
@@ -79,9 +74,6 @@ class OccupancyGrid:
             keep &= ~inside | foreground
 
         hull = ndimage.binary_dilation(keep.reshape((resolution,) * 3), iterations=1)
-        if depth_range is not None:
-            z = centres[:, 2].reshape((resolution,) * 3)
-            hull &= (z >= depth_range[0]) & (z <= depth_range[1])
         return cls(occupied=hull.copy(), hull=hull, radius=radius)
 
     def occupied_bounds(self):

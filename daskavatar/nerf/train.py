@@ -57,14 +57,11 @@ class FitResult:
 
 
 def fit_nerf(views: TrainingViews, programs: Programs, *, max_iterations: int, seed: int,
-             depth_range: tuple[float, float] | None = None, callback=None,
-             callback_every: int = 0) -> FitResult:
+             callback=None, callback_every: int = 0) -> FitResult:
     """Optimise a NeRF on ``views`` for ``max_iterations`` steps of the preset's batch size.
 
     The learning rate decays exponentially from the preset's initial to its final value.
     Every step has the same shapes, so the compiled step is reused for every identity.
-    ``depth_range`` limits the occupancy grid along world z
-    (:meth:`OccupancyGrid.from_masks`); presets without a grid ignore it.
     ``callback(step, params, occupancy, seconds)`` runs after every ``callback_every`` steps
     (benchmarks evaluate there); its own time is not counted in ``seconds``.
     """
@@ -75,7 +72,7 @@ def fit_nerf(views: TrainingViews, programs: Programs, *, max_iterations: int, s
     excluded = 0.0
     cpu_excluded = 0.0
 
-    occupancy = _initial_occupancy(views, programs, depth_range)
+    occupancy = _initial_occupancy(views, programs)
     params = init_params(preset, seed)
     opt_state = programs.initial_opt_state
     decay = (preset.learning_rate_final / preset.learning_rate) ** (1.0 / max(max_iterations, 1))
@@ -115,16 +112,14 @@ def fit_nerf(views: TrainingViews, programs: Programs, *, max_iterations: int, s
                      cpu_seconds=cpu_seconds, iterations=max_iterations, occupancy=occupancy)
 
 
-def _initial_occupancy(views: TrainingViews, programs: Programs,
-                       depth_range=None) -> OccupancyGrid | None:
+def _initial_occupancy(views: TrainingViews, programs: Programs) -> OccupancyGrid | None:
     preset = programs.preset
     if not preset.occupancy_resolution:
         return None
     num_views, height, width, _ = views.images.shape
     masks = views.masks if views.masks is not None else np.ones((num_views, height, width), bool)
     return OccupancyGrid.from_masks(masks, views.c2w, views.intrinsics,
-                                    resolution=preset.occupancy_resolution, radius=preset.radius,
-                                    depth_range=depth_range)
+                                    resolution=preset.occupancy_resolution, radius=preset.radius)
 
 
 def _refresh_occupancy(occupancy: OccupancyGrid, programs: Programs, params) -> None:

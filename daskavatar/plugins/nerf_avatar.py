@@ -33,13 +33,6 @@ OUTPUT_FORMATS = ("obj", "ply", "glb")
 PREVIEW_ANGLES = 40.0
 """Half range in degrees of the turntable preview around the most frontal photo."""
 
-FACE_DEPTH_MARGINS = (0.08, 0.15)
-"""World units allowed in front of the nearest and behind the farthest of the 68 landmarks.
-
-The world frame's z axis points into the head, and the outer eye corners are 0.5 units apart
-(:mod:`daskavatar.faces.pose`), so the margins are about 1.5 and 3 cm on an adult face. The
-face masks end at the jaw line and the hairline."""
-
 MIN_LARGEST_PART = 0.8
 """Share of the mesh's faces below which its largest connected part gets a warning."""
 MAX_DEPTH_TO_WIDTH = 1.5
@@ -65,9 +58,6 @@ class NeRFAvatarConfig:
     """Side of each preview view in pixels."""
     seed: int
     """Seed of the NeRF initialisation and ray sampling."""
-    face_depth_limit: bool
-    """Limit the occupancy grid along world z to :func:`face_depth_range` of the identity's
-    landmark shape. Presets without an occupancy grid (``paper``) ignore it."""
 
     def validate(self) -> None:
         if self.output_format not in OUTPUT_FORMATS:
@@ -85,12 +75,6 @@ class NeRFAvatarConfig:
             raise JobSpecError(f"unknown NeRF preset {self.preset!r}; "
                                f"use one of {', '.join(sorted(PRESETS))}")
 
-
-
-def face_depth_range(shape: np.ndarray) -> tuple[float, float]:
-    """Return the world z range ``(low, high)`` of the face of landmarks ``shape`` ``(68, 3)``."""
-    front, back = FACE_DEPTH_MARGINS
-    return float(shape[:, 2].min() - front), float(shape[:, 2].max() + back)
 
 class NeRFAvatar(MapReducePlugin):
     """Fit a NeRF per identity and export its mesh and a turntable preview."""
@@ -187,9 +171,7 @@ def _build(identity, rows, *, store_url, config, compiled, folder, storage_optio
     programs = load_programs(compiled, PRESETS[config.preset])
     release_memory()
     memory["programs_loaded_mib"] = rss_mib()
-    depth_range = face_depth_range(bundle.shape) if config.face_depth_limit else None
-    fit = fit_nerf(training, programs, max_iterations=config.max_iterations, seed=config.seed,
-                   depth_range=depth_range)
+    fit = fit_nerf(training, programs, max_iterations=config.max_iterations, seed=config.seed)
     held_out_metrics = None
     if held_out is not None:
         held_out_metrics = evaluate_views(programs, fit.params, held_out,
