@@ -237,8 +237,8 @@ def _build(identity, rows, *, store_url, config, compiled, folder, storage_optio
     if extent[2] > MAX_DEPTH_TO_WIDTH * extent[0]:
         problems.append(f"the mesh is {extent[2] / extent[0]:.1f} times as deep as wide")
     if problems:
-        warning = (f"{'; '.join(problems)}: the photos leave the face's depth open; more "
-                   "photos from other directions, or more iterations, help")
+        warning = (f"{'; '.join(problems)}: the photos leave the face's depth open; "
+                   "photos from more directions (profiles, three-quarter views) constrain it")
         logger.warning("Avatar of %r: %s", identity, warning)
         report = {"status": "ok", "warning": warning, **report}
     return report
