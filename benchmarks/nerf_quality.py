@@ -140,19 +140,14 @@ def seen_chamfer(fitted, truth, train, *, seed: int) -> dict:
     what some view shows (:func:`daskavatar.nerf.losses.seen_region`, from the true depth
     maps of the renders).
     """
-    from daskavatar.nerf.losses import chamfer_distance, seen_region
+    from daskavatar.nerf.losses import seen_chamfer_distance
     from daskavatar.nerf.scenes import load_blender_depths
 
     depths = load_blender_depths(os.path.join(HEAD, "renders_200px"), "train",
                                  scale=SCENE_SCALE["head"])
     tolerance = SEEN_TOLERANCE * float(np.linalg.norm(truth.bounds[1] - truth.bounds[0]))
-
-    def region(points):
-        return seen_region(points, train.c2w, train.intrinsics, depths, tolerance=tolerance)
-
-    return chamfer_distance(fitted, truth, num_points=CHAMFER_POINTS, seed=seed,
-                            fitted_filter=lambda points: region(points)[1],
-                            truth_filter=lambda points: region(points)[0])
+    return seen_chamfer_distance(fitted, truth, train.c2w, train.intrinsics, depths,
+                                 tolerance=tolerance, num_points=CHAMFER_POINTS, seed=seed)
 
 
 def main() -> None:

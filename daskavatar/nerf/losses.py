@@ -49,6 +49,25 @@ def chamfer_distance(fitted, truth, *, num_points: int = 50_000, seed: int = 0,
             "fitted_share": float(fitted_kept.mean()), "truth_share": float(true_kept.mean())}
 
 
+
+def seen_chamfer_distance(fitted, truth, c2w: np.ndarray, intrinsics: np.ndarray,
+                          depths: np.ndarray, *, tolerance: float, num_points: int = 50_000,
+                          seed: int = 0) -> dict:
+    """Compute :func:`chamfer_distance` over what the cameras saw (:func:`seen_region`).
+
+    Completeness averages over the true surface that some view shows, and accuracy over
+    the fitted surface that lies in front of or on what some view shows. ``c2w``,
+    ``intrinsics`` and ``depths`` are as in :func:`seen_region`.
+    """
+    def on_surface(points):
+        return seen_region(points, c2w, intrinsics, depths, tolerance=tolerance)[0]
+
+    def in_seen_space(points):
+        return seen_region(points, c2w, intrinsics, depths, tolerance=tolerance)[1]
+
+    return chamfer_distance(fitted, truth, num_points=num_points, seed=seed,
+                            fitted_filter=in_seen_space, truth_filter=on_surface)
+
 def seen_region(points: np.ndarray, c2w: np.ndarray, intrinsics: np.ndarray,
                 depths: np.ndarray, *, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
     """Return which of ``points`` ``(N, 3)`` the cameras saw, from true depth maps.

@@ -62,7 +62,7 @@ def load_blender_views(folder: str, split: str, *, scale: float = 1.0,
 def load_blender_depths(folder: str, split: str, *, scale: float = 1.0) -> np.ndarray:
     """Read the true depth maps ``(V, H, W)`` of one split, in the frame order of its views.
 
-    ``depth_<split>.npz`` holds one array per frame, named after the frame's image file,
+    ``depth_<split>.npz`` contains one array per frame, named after the frame's image file,
     with the depth along the camera's viewing axis and 0 on the background. ``scale`` is
     the world scale given to :func:`load_blender_views`.
     """

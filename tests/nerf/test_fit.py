@@ -139,7 +139,7 @@ def test_fast_fit_head_scan_psnr(fast_programs, head_fit):
 
 
 def test_fast_fit_head_scan_chamfer(fast_programs, head_fit):
-    from daskavatar.nerf.losses import chamfer_distance, seen_region
+    from daskavatar.nerf.losses import chamfer_distance, seen_chamfer_distance
     from daskavatar.nerf.scenes import load_blender_depths, load_head_scan
 
     train, _, fit = head_fit
@@ -157,14 +157,8 @@ def test_fast_fit_head_scan_chamfer(fast_programs, head_fit):
 
     folder = shared_path("head_scan_lee_perry_smith", "renders_200px")
     depths = load_blender_depths(folder, "train", scale=HEAD_SCALE)
-    tolerance = 0.005 * distances["diagonal"]
-
-    def region(points):
-        return seen_region(points, train.c2w, train.intrinsics, depths, tolerance=tolerance)
-
-    seen = chamfer_distance(fitted, truth, num_points=20_000,
-                            fitted_filter=lambda points: region(points)[1],
-                            truth_filter=lambda points: region(points)[0])
+    seen = seen_chamfer_distance(fitted, truth, train.c2w, train.intrinsics, depths,
+                                 tolerance=0.005 * distances["diagonal"], num_points=20_000)
     # On what the cameras see, 120 steps gave 0.6 % and 1.4 %; 400 steps give 0.25 % and 0.29 %.
     assert seen["accuracy"] < 0.012
     assert seen["completeness"] < 0.025
